@@ -1,0 +1,342 @@
+"""LoraAdapter: per-module LoRA factors + config + base-model identity, in PEFT's file format.
+
+On disk an adapter is exactly a PEFT LoRA folder: `adapter_config.json` and
+`adapter_model.safetensors` with keys `base_model.model.<module>.lora_{A,B}.weight`. Our extra
+identity (base-model fingerprint) and provenance (what operation made it) travel in the safetensors
+header metadata, which PEFT ignores, so the folder stays loadable by PEFT, vLLM and friends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapter_hub.config import LoraConfig
+from adapter_hub.errors import AdapterFormatError, NonFiniteError
+from adapter_hub.identity import BaseModelIdentity
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+PICKLE_FILE = "adapter_model.bin"
+KEY_PREFIX = "base_model.model."
+_KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])\.weight$")
+_META_IDENTITY = "adapter_hub.base_model"
+_META_PROVENANCE = "adapter_hub.provenance"
+
+
+@dataclass
+class ModuleFactors:
+    A: torch.Tensor  # (r, in)
+    B: torch.Tensor  # (out, r)
+
+    @property
+    def rank(self) -> int:
+        return int(self.A.shape[0])
+
+
+@dataclass
+class LoraAdapter:
+    """A LoRA adapter detached from any model: ΔW_m = config.scaling_for(m) · B_m · A_m for each module m."""
+
+    modules: dict[str, ModuleFactors]
+    config: LoraConfig
+    base_model: BaseModelIdentity | None = None
+    fan_in_fan_out: bool = False  # layers are GPT-2 Conv1D (weight in×out); factors are stored as usual
+    provenance: dict[str, Any] = field(default_factory=dict)  # the operation that made it (ops, training)
+    ref: str | None = None  # set by the registry when loaded from it ("agnews:3")
+    digest: str | None = None  # set by the registry: content digest of the stored version
+
+    def __post_init__(self) -> None:
+        if not self.modules:
+            raise AdapterFormatError("an adapter needs at least one module")
+        for name, f in self.modules.items():
+            _check_factor_shapes(name, f.A, f.B)
+            if f.rank != self.config.rank_for(name):
+                raise AdapterFormatError(
+                    f"{name}: factors have rank {f.rank} but the config says {self.config.rank_for(name)}"
+                )
+
+    # ---- views -----------------------------------------------------------------------------------
+
+    def scaling(self, module: str) -> float:
+        return self.config.scaling_for(module)
+
+    def delta_weight(self, module: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """ΔW of one module, (out, in), in `dtype`."""
+        f = self.modules[module]
+        return self.scaling(module) * (f.B.to(dtype) @ f.A.to(dtype))
+
+    @property
+    def ranks(self) -> dict[str, int]:
+        return {m: f.rank for m, f in self.modules.items()}
+
+    def num_parameters(self) -> int:
+        return sum(f.A.numel() + f.B.numel() for f in self.modules.values())
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "LoraAdapter":
+        moved = {m: ModuleFactors(f.A.to(device=device, dtype=dtype), f.B.to(device=device, dtype=dtype))
+                 for m, f in self.modules.items()}
+        return LoraAdapter(moved, self.config, self.base_model, self.fan_in_fan_out, dict(self.provenance),
+                           self.ref, self.digest)
+
+    def label(self) -> str:
+        """How ops name this adapter in lineage: its registry ref, else its digest, else 'unsaved'."""
+        return self.ref or self.digest or "unsaved"
+
+    def __repr__(self) -> str:
+        ranks = sorted(set(self.ranks.values()))
+        base = self.base_model.name if self.base_model else None
+        return (f"LoraAdapter({len(self.modules)} modules, rank {ranks if len(ranks) > 1 else ranks[0]}, "
+                f"alpha {self.config.alpha}, base {base!r}{', ref ' + self.ref if self.ref else ''})")
+
+    # ---- from a live model -----------------------------------------------------------------------
+
+    @classmethod
+    def from_model(cls, model: nn.Module, name: str = "default") -> "LoraAdapter":
+        """Copy adapter `name`'s factors out of a model it is attached to."""
+        from adapter_hub.lora import base_identity, lora_layers, model_state
+
+        state = model_state(model)
+        if name not in state.configs:
+            raise KeyError(f"no adapter named {name!r} is attached (attached: {list(state.configs)})")
+        modules, fan_in_fan_out = {}, False
+        for module_name, layer in lora_layers(model):
+            if name in layer.lora_A:
+                modules[module_name] = ModuleFactors(
+                    layer.lora_A[name].detach().to("cpu", copy=True), layer.lora_B[name].detach().to("cpu", copy=True)
+                )
+                fan_in_fan_out |= layer.fan_in_fan_out
+        config = _config_for_modules(state.configs[name], modules)
+        return cls(modules, config, base_identity(model), fan_in_fan_out, dict(state.provenance.get(name, {})))
+
+    # ---- files -----------------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write a PEFT LoRA folder: adapter_config.json + adapter_model.safetensors."""
+        from safetensors.torch import save_file
+
+        for name, f in self.modules.items():
+            _check_finite(name, f.A, f.B)
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for name in sorted(self.modules):
+            f = self.modules[name]
+            tensors[f"{KEY_PREFIX}{name}.lora_A.weight"] = f.A.detach().contiguous().cpu()
+            tensors[f"{KEY_PREFIX}{name}.lora_B.weight"] = f.B.detach().contiguous().cpu()
+        metadata = {"format": "pt"}
+        if self.base_model is not None:
+            metadata[_META_IDENTITY] = json.dumps(self.base_model.to_dict())
+        if self.provenance:
+            metadata[_META_PROVENANCE] = json.dumps(self.provenance, default=str)
+        _atomic_write(out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata=metadata))
+        config_text = json.dumps(self.peft_config_dict(), indent=2, sort_keys=True) + "\n"
+        _atomic_write(out / CONFIG_FILE, lambda p: p.write_text(config_text))
+        return out
+
+    def peft_config_dict(self) -> dict[str, Any]:
+        c = self.config
+        modules = sorted(self.modules)
+        return {
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": c.r,
+            "lora_alpha": c.alpha,
+            "lora_dropout": c.dropout,
+            "use_rslora": c.use_rslora,
+            "target_modules": modules,
+            "rank_pattern": dict(c.rank_pattern),
+            "alpha_pattern": dict(c.alpha_pattern),
+            "fan_in_fan_out": self.fan_in_fan_out,
+            "base_model_name_or_path": self.base_model.name if self.base_model else None,
+            "bias": "none",
+            "init_lora_weights": True,
+            "inference_mode": True,
+            "modules_to_save": None,
+            "use_dora": False,
+        }
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, allow_bin: bool = False) -> "LoraAdapter":
+        """Read a PEFT LoRA folder (ours or PEFT's). Every problem raises AdapterFormatError naming it.
+
+        A pickle `adapter_model.bin` is refused unless allow_bin=True, and then it is read with
+        torch.load(weights_only=True), which cannot execute code.
+        """
+        folder = Path(directory)
+        if not folder.is_dir():
+            raise AdapterFormatError(f"{folder}: not a folder (an adapter is a folder with {CONFIG_FILE})")
+        config_path = folder / CONFIG_FILE
+        if not config_path.is_file():
+            raise AdapterFormatError(f"{folder}: no {CONFIG_FILE}; this is not a LoRA adapter folder")
+        raw = _read_config(config_path)
+        tensors, metadata = _read_weights(folder, allow_bin)
+        modules = _factors_from_state_dict(tensors, folder)
+        for name, f in modules.items():
+            _check_finite(name, f.A, f.B, where=str(folder))
+        config = _config_from_peft(raw, modules, config_path)
+        identity = None
+        if _META_IDENTITY in metadata:
+            try:
+                identity = BaseModelIdentity.from_dict(json.loads(metadata[_META_IDENTITY]))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise AdapterFormatError(f"{folder / WEIGHTS_FILE}: malformed base-model identity: {exc}")
+        elif raw.get("base_model_name_or_path"):
+            identity = None  # PEFT files carry only a name; shapes are still checked on attach
+        provenance = json.loads(metadata[_META_PROVENANCE]) if _META_PROVENANCE in metadata else {}
+        return cls(modules, config, identity, bool(raw.get("fan_in_fan_out", False)), provenance)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_factor_shapes(name: str, A: torch.Tensor, B: torch.Tensor) -> None:
+    if A.dim() != 2 or B.dim() != 2:
+        raise AdapterFormatError(f"{name}: lora_A and lora_B must be matrices, got {tuple(A.shape)} and {tuple(B.shape)}")
+    if A.shape[0] != B.shape[1]:
+        raise AdapterFormatError(
+            f"{name}: lora_A is {tuple(A.shape)} (r×in) but lora_B is {tuple(B.shape)} (out×r): ranks differ"
+        )
+    if A.shape[0] == 0:
+        raise AdapterFormatError(f"{name}: rank 0 factors")
+
+
+def _check_finite(name: str, A: torch.Tensor, B: torch.Tensor, where: str = "") -> None:
+    for which, t in (("lora_A", A), ("lora_B", B)):
+        if not torch.isfinite(t).all():
+            raise NonFiniteError(f"{where + ': ' if where else ''}{name}.{which} contains NaN or inf")
+
+
+def _config_for_modules(template: LoraConfig, modules: dict[str, ModuleFactors]) -> LoraConfig:
+    """A config whose r/alpha (and patterns where ranks differ) describe exactly these modules."""
+    ranks = {m: f.rank for m, f in modules.items()}
+    alphas = {m: template.alpha_for(m) for m in modules}
+    r = Counter(ranks.values()).most_common(1)[0][0]
+    alpha = Counter(alphas.values()).most_common(1)[0][0]
+    return LoraConfig(
+        r=r, alpha=alpha, target_modules=sorted(modules), dropout=template.dropout, use_rslora=template.use_rslora,
+        rank_pattern={m: k for m, k in sorted(ranks.items()) if k != r},
+        alpha_pattern={m: a for m, a in sorted(alphas.items()) if a != alpha},
+    )
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterFormatError(f"{path}: not valid JSON ({exc})")
+    if not isinstance(raw, dict):
+        raise AdapterFormatError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    peft_type = raw.get("peft_type", "LORA")
+    if str(peft_type).upper() != "LORA":
+        raise AdapterFormatError(f"{path}: peft_type is {peft_type!r}; only LORA adapters are supported")
+    if raw.get("use_dora"):
+        raise AdapterFormatError(f"{path}: DoRA adapters (use_dora=true) are not supported")
+    for key in ("r", "lora_alpha"):
+        value = raw.get(key)
+        if key == "lora_alpha" and value is None:
+            continue  # PEFT's default alpha is 8
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise AdapterFormatError(f"{path}: {key} must be a positive number, got {value!r}")
+    for key in ("rank_pattern", "alpha_pattern"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise AdapterFormatError(f"{path}: {key} must be an object, got {type(raw[key]).__name__}")
+    return raw
+
+
+def _read_weights(folder: Path, allow_bin: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    st_path = folder / WEIGHTS_FILE
+    if st_path.is_file():
+        try:
+            with safe_open(str(st_path), framework="pt") as fh:
+                metadata = fh.metadata() or {}
+                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise AdapterFormatError(f"{st_path}: unreadable or truncated safetensors file ({exc})")
+        return tensors, metadata
+    bin_path = folder / PICKLE_FILE
+    if bin_path.is_file():
+        if not allow_bin:
+            raise AdapterFormatError(
+                f"{bin_path}: pickle weights are refused (unpickling can run code). Re-save the adapter as "
+                f"safetensors, or pass allow_bin=True / --allow-bin to read it with torch.load(weights_only=True)"
+            )
+        try:
+            tensors = torch.load(bin_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for bad pickles
+            raise AdapterFormatError(f"{bin_path}: not a plain tensor state dict ({exc})")
+        if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+            raise AdapterFormatError(f"{bin_path}: expected a dict of tensors")
+        return tensors, {}
+    raise AdapterFormatError(f"{folder}: no {WEIGHTS_FILE} (nor {PICKLE_FILE})")
+
+
+def _factors_from_state_dict(tensors: dict[str, torch.Tensor], folder: Path) -> dict[str, ModuleFactors]:
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        m = _KEY_RE.match(key)
+        if m is None:
+            raise AdapterFormatError(
+                f"{folder}: unsupported tensor {key!r} (only lora_A/lora_B weights of linear layers are supported; "
+                f"no biases, embeddings, DoRA magnitudes or modules_to_save)"
+            )
+        parts.setdefault(m["module"], {})[m["which"]] = tensor
+    if not parts:
+        raise AdapterFormatError(f"{folder}: the weights file holds no LoRA tensors")
+    modules = {}
+    for name, ab in sorted(parts.items()):
+        if set(ab) != {"A", "B"}:
+            missing = "lora_B" if "A" in ab else "lora_A"
+            raise AdapterFormatError(f"{folder}: module {name} has no {missing} tensor")
+        try:
+            _check_factor_shapes(name, ab["A"], ab["B"])
+        except AdapterFormatError as exc:
+            raise AdapterFormatError(f"{folder}: {exc}")
+        modules[name] = ModuleFactors(ab["A"], ab["B"])
+    return modules
+
+
+def _config_from_peft(raw: dict[str, Any], modules: dict[str, ModuleFactors], path: Path) -> LoraConfig:
+    r = int(raw["r"])
+    alpha = float(raw.get("lora_alpha") or 8)
+    use_rslora = bool(raw.get("use_rslora", False))
+    given_ranks = raw.get("rank_pattern") or {}
+    given_alphas = raw.get("alpha_pattern") or {}
+    helper = LoraConfig(r=r, alpha=alpha, rank_pattern={k: int(v) for k, v in given_ranks.items()},
+                        alpha_pattern={k: float(v) for k, v in given_alphas.items()}, use_rslora=use_rslora)
+    for name, f in modules.items():
+        if f.rank != helper.rank_for(name):
+            raise AdapterFormatError(
+                f"{path}: {name} has rank {f.rank} in the weights but {helper.rank_for(name)} in the config"
+            )
+    dropout = raw.get("lora_dropout", 0.0) or 0.0
+    return _config_for_modules(
+        LoraConfig(r=r, alpha=alpha, dropout=float(dropout), use_rslora=use_rslora,
+                   alpha_pattern=helper.alpha_pattern, rank_pattern=helper.rank_pattern),
+        modules,
+    )

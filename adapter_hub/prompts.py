@@ -1,0 +1,54 @@
+"""Turning a task's examples into token ids: prompt + answer, truncating only the input, from the left.
+
+The prompt is split into three pieces (template before the input, the input, template after it) so
+that a long input can be cut from its left end while the instruction and the answer survive intact.
+Training and evaluation share these functions, so the model is scored on exactly the format it learnt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adapter_hub.data import DataError, Example, Task
+
+
+@dataclass(frozen=True)
+class Encoded:
+    prompt: list[int]
+    target: list[int]  # answer tokens, ending with eos
+    truncated: bool  # the input was cut to fit max_length
+
+
+def encode_target(tokenizer, target: str, *, eos: bool = True) -> list[int]:
+    ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"]
+    return ids + [tokenizer.eos_token_id] if eos else ids
+
+
+def encode_prompt(tokenizer, task: Task, text: str, max_length: int, reserve: int = 0) -> tuple[list[int], bool]:
+    """Prompt ids leaving `reserve` tokens for the answer; the input loses tokens from its left end."""
+    before, after = task.prompt_parts()
+    head = tokenizer(before, add_special_tokens=True)["input_ids"]
+    body = tokenizer(text, add_special_tokens=False)["input_ids"]
+    tail = tokenizer(after, add_special_tokens=False)["input_ids"]
+    budget = max_length - reserve - len(head) - len(tail)
+    if budget < 1:
+        raise DataError(
+            f"task {task.name}: max_length={max_length} leaves no room for the input "
+            f"(instruction {len(head)} + suffix {len(tail)} + answer {reserve} tokens)"
+        )
+    truncated = len(body) > budget
+    if truncated:
+        body = body[-budget:]
+    return head + body + tail, truncated
+
+
+def encode_example(tokenizer, task: Task, example: Example, max_length: int) -> Encoded:
+    target = encode_target(tokenizer, example.target)
+    prompt, truncated = encode_prompt(tokenizer, task, example.text, max_length, reserve=len(target))
+    return Encoded(prompt, target, truncated)
+
+
+def encode_examples(tokenizer, task: Task, examples: list[Example], max_length: int) -> tuple[list[Encoded], int]:
+    """Encoded examples and how many had their input truncated (reported, never hidden)."""
+    encoded = [encode_example(tokenizer, task, ex, max_length) for ex in examples]
+    return encoded, sum(e.truncated for e in encoded)

@@ -1,0 +1,227 @@
+"""Training one task: causal-LM loss on the answer tokens only, AdamW, warmup + constant/cosine.
+
+Strategies (continual/) call `train_on` with the examples to learn (a task's, or a task's mixed with a
+replay buffer), the parameters to update, and an optional extra loss term (O-LoRA's orthogonality,
+EWC's penalty). Everything else — batching, schedule, precision, progress — lives here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adapter_hub.prompts import Encoded
+
+IGNORE = -100
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 5e-4  # ~10x a full fine-tune's LR, as "LoRA Without Regret" finds optimal for LoRA
+    steps: int | None = None  # optimizer steps; when set it overrides epochs
+    epochs: float = 1.0  # passes over the training examples (fractions allowed)
+    batch_size: int = 8  # examples per micro-batch; small batches suit LoRA (LoRA Without Regret)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    warmup_ratio: float = 0.05  # a short warmup avoids a destructive first step from Adam's cold moments
+    schedule: Literal["constant", "cosine"] = "constant"  # constant after warmup is LoRA's usual recipe
+    weight_decay: float = 0.0  # B starts at zero; decay would only pull the adapter back toward it
+    max_grad_norm: float = 1.0  # clipping keeps an outlier batch from wrecking earlier tasks
+    max_length: int = 256  # tokens per example; inputs beyond it lose tokens from their left end
+    seed: int = 0  # data order, dropout and init all follow it: same seed, same adapter (CPU)
+    device: str = "auto"  # "auto" picks CUDA when present
+    progress: bool = True  # a tqdm bar with loss and tokens/s (only when stderr is a terminal)
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or not math.isfinite(self.lr):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch_size and grad_accum must be >= 1")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float] = field(default_factory=list)  # task loss per optimizer step
+    extra_losses: list[float] = field(default_factory=list)  # the strategy's extra term per step
+    tokens: int = 0  # answer tokens trained on
+    seconds: float = 0.0
+    truncated: int = 0
+
+    def summary(self) -> dict:
+        """A compact loss-curve summary for the registry (first, last, min, and a 10-point curve)."""
+        if not self.losses:
+            return {"steps": 0}
+        n = len(self.losses)
+        tail = self.losses[-max(1, n // 10):]
+        curve = [round(sum(c) / len(c), 5) for c in _chunks(self.losses, max(1, math.ceil(n / 10)))]
+        out = {"steps": self.steps, "first": round(self.losses[0], 5), "last": round(sum(tail) / len(tail), 5),
+               "min": round(min(self.losses), 5), "curve": curve, "tokens": self.tokens,
+               "seconds": round(self.seconds, 2), "truncated": self.truncated}
+        if self.extra_losses:
+            out["extra_last"] = round(self.extra_losses[-1], 6)
+        return out
+
+
+def _chunks(seq: Sequence[float], size: int) -> list[Sequence[float]]:
+    return [seq[i:i + size] for i in range(0, len(seq), size)]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available here")
+    return torch.device(device)
+
+
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar-length examples: sort within windows of 50 batches, shuffle batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids/attention_mask and labels that are IGNORE outside the answer."""
+    width = max(len(e.prompt) + len(e.target) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        seq = e.prompt + e.target
+        ids[row, :len(seq)] = torch.tensor(seq)
+        labels[row, len(e.prompt):len(seq)] = torch.tensor(e.target)
+        mask[row, :len(seq)] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over answer tokens, and how many there were."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+    targets = batch["labels"][:, 1:]  # token t+1 is predicted at position t
+    n = int((targets != IGNORE).sum())
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+    return loss, n
+
+
+def train_on(
+    model: nn.Module,
+    examples: Sequence[Encoded],
+    config: TrainConfig,
+    *,
+    pad_id: int,
+    params: Sequence[nn.Parameter] | None = None,
+    extra_loss: Callable[[], torch.Tensor] | None = None,
+    description: str = "train",
+) -> TrainResult:
+    """Run the optimisation; `params` default to every parameter with requires_grad."""
+    if not examples:
+        raise ValueError("no training examples")
+    device = next(model.parameters()).device
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: no parameter requires grad (is an adapter attached and trainable?)")
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    lengths = [len(e.prompt) + len(e.target) for e in examples]
+    per_epoch = math.ceil(len(examples) / config.batch_size)
+    total = config.steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(1, round(config.warmup_ratio * total)) if config.warmup_ratio > 0 else 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total, config.schedule))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    result = TrainResult(steps=total)
+    bar = _progress(total, description, config.progress)
+    batches: list[list[int]] = []
+    was_training = model.training
+    model.train()
+    start = time.perf_counter()
+    try:
+        for step in range(total):
+            optimizer.zero_grad(set_to_none=True)
+            step_loss, step_extra = 0.0, 0.0
+            for _ in range(config.grad_accum):
+                if not batches:
+                    batches = length_bucketed_batches(lengths, config.batch_size, rng)
+                batch = collate([examples[i] for i in batches.pop()], pad_id, device)
+                with autocast:
+                    loss, n_tokens = answer_loss(model, batch)
+                    total_loss = loss
+                    if extra_loss is not None:
+                        extra = extra_loss()
+                        total_loss = loss + extra
+                        step_extra += float(extra.detach()) / config.grad_accum
+                (total_loss / config.grad_accum).backward()
+                step_loss += float(loss.detach()) / config.grad_accum
+                result.tokens += n_tokens
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(f"loss became {step_loss} at step {step + 1}; lower the learning rate")
+            result.losses.append(step_loss)
+            if extra_loss is not None:
+                result.extra_losses.append(step_extra)
+            if bar is not None:
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{result.tokens / max(elapsed, 1e-9):.0f}")
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+def _progress(total: int, description: str, enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="step", leave=False)
+
+
+def train_task(model: nn.Module, tokenizer, task, config: TrainConfig, **kwargs) -> TrainResult:
+    """Encode a Task's training examples and train on them (the simple, one-task path)."""
+    from adapter_hub.prompts import encode_examples
+
+    encoded, truncated = encode_examples(tokenizer, task, task.train, config.max_length)
+    result = train_on(model, encoded, config, pad_id=tokenizer.pad_token_id, description=task.name, **kwargs)
+    result.truncated = truncated
+    return result
