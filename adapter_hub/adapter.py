@@ -9,9 +9,7 @@ header metadata, which PEFT ignores, so the folder stays loadable by PEFT, vLLM 
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +21,10 @@ from torch import nn
 from adapter_hub.config import LoraConfig
 from adapter_hub.errors import AdapterFormatError, NonFiniteError
 from adapter_hub.identity import BaseModelIdentity
-
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
-PICKLE_FILE = "adapter_model.bin"
-KEY_PREFIX = "base_model.model."
-_KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])\.weight$")
-_META_IDENTITY = "adapter_hub.base_model"
-_META_PROVENANCE = "adapter_hub.provenance"
+from registry.adapter_format import (
+    CONFIG_FILE, KEY_PREFIX, KEY_RE, META_IDENTITY, META_PROVENANCE, PICKLE_FILE, WEIGHTS_FILE, check_pair_shapes,
+    inspect_folder, rank_for,
+)
 
 
 @dataclass
@@ -59,7 +53,7 @@ class LoraAdapter:
         if not self.modules:
             raise AdapterFormatError("an adapter needs at least one module")
         for name, f in self.modules.items():
-            _check_factor_shapes(name, f.A, f.B)
+            check_pair_shapes(name, tuple(f.A.shape), tuple(f.B.shape))
             if f.rank != self.config.rank_for(name):
                 raise AdapterFormatError(
                     f"{name}: factors have rank {f.rank} but the config says {self.config.rank_for(name)}"
@@ -135,9 +129,9 @@ class LoraAdapter:
             tensors[f"{KEY_PREFIX}{name}.lora_B.weight"] = f.B.detach().contiguous().cpu()
         metadata = {"format": "pt"}
         if self.base_model is not None:
-            metadata[_META_IDENTITY] = json.dumps(self.base_model.to_dict())
+            metadata[META_IDENTITY] = json.dumps(self.base_model.to_dict())
         if self.provenance:
-            metadata[_META_PROVENANCE] = json.dumps(self.provenance, default=str)
+            metadata[META_PROVENANCE] = json.dumps(self.provenance, default=str)
         _atomic_write(out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata=metadata))
         config_text = json.dumps(self.peft_config_dict(), indent=2, sort_keys=True) + "\n"
         _atomic_write(out / CONFIG_FILE, lambda p: p.write_text(config_text))
@@ -173,43 +167,32 @@ class LoraAdapter:
         torch.load(weights_only=True), which cannot execute code.
         """
         folder = Path(directory)
-        if not folder.is_dir():
-            raise AdapterFormatError(f"{folder}: not a folder (an adapter is a folder with {CONFIG_FILE})")
-        config_path = folder / CONFIG_FILE
-        if not config_path.is_file():
-            raise AdapterFormatError(f"{folder}: no {CONFIG_FILE}; this is not a LoRA adapter folder")
-        raw = _read_config(config_path)
-        tensors, metadata = _read_weights(folder, allow_bin)
+        info = inspect_folder(folder, allow_bin=allow_bin)  # config, header, names, shapes, ranks, NaN/inf
+        raw = info.config
+        if info.files:
+            tensors, metadata = _read_safetensors(folder / WEIGHTS_FILE)
+        else:  # an allowed pickle .bin: validated here, tensor by tensor
+            tensors, metadata = _read_bin(folder / PICKLE_FILE), {}
         modules = _factors_from_state_dict(tensors, folder)
         for name, f in modules.items():
             _check_finite(name, f.A, f.B, where=str(folder))
-        config = _config_from_peft(raw, modules, config_path)
+            if f.rank != rank_for(raw, name):
+                raise AdapterFormatError(f"{folder / CONFIG_FILE}: {name} has rank {f.rank} in the weights but "
+                                         f"{rank_for(raw, name)} in the config")
+        config = _config_from_peft(raw, modules)
         identity = None
-        if _META_IDENTITY in metadata:
+        if META_IDENTITY in metadata:
             try:
-                identity = BaseModelIdentity.from_dict(json.loads(metadata[_META_IDENTITY]))
+                identity = BaseModelIdentity.from_dict(json.loads(metadata[META_IDENTITY]))
             except (ValueError, KeyError, TypeError) as exc:
                 raise AdapterFormatError(f"{folder / WEIGHTS_FILE}: malformed base-model identity: {exc}")
-        elif raw.get("base_model_name_or_path"):
-            identity = None  # PEFT files carry only a name; shapes are still checked on attach
-        provenance = json.loads(metadata[_META_PROVENANCE]) if _META_PROVENANCE in metadata else {}
+        provenance = json.loads(metadata[META_PROVENANCE]) if META_PROVENANCE in metadata else {}
         return cls(modules, config, identity, bool(raw.get("fan_in_fan_out", False)), provenance)
 
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def _check_factor_shapes(name: str, A: torch.Tensor, B: torch.Tensor) -> None:
-    if A.dim() != 2 or B.dim() != 2:
-        raise AdapterFormatError(f"{name}: lora_A and lora_B must be matrices, got {tuple(A.shape)} and {tuple(B.shape)}")
-    if A.shape[0] != B.shape[1]:
-        raise AdapterFormatError(
-            f"{name}: lora_A is {tuple(A.shape)} (r×in) but lora_B is {tuple(B.shape)} (out×r): ranks differ"
-        )
-    if A.shape[0] == 0:
-        raise AdapterFormatError(f"{name}: rank 0 factors")
 
 
 def _check_finite(name: str, A: torch.Tensor, B: torch.Tensor, where: str = "") -> None:
@@ -243,100 +226,50 @@ def _atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdapterFormatError(f"{path}: not valid JSON ({exc})")
-    if not isinstance(raw, dict):
-        raise AdapterFormatError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    peft_type = raw.get("peft_type", "LORA")
-    if str(peft_type).upper() != "LORA":
-        raise AdapterFormatError(f"{path}: peft_type is {peft_type!r}; only LORA adapters are supported")
-    if raw.get("use_dora"):
-        raise AdapterFormatError(f"{path}: DoRA adapters (use_dora=true) are not supported")
-    for key in ("r", "lora_alpha"):
-        value = raw.get(key)
-        if key == "lora_alpha" and value is None:
-            continue  # PEFT's default alpha is 8
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise AdapterFormatError(f"{path}: {key} must be a positive number, got {value!r}")
-    for key in ("rank_pattern", "alpha_pattern"):
-        if raw.get(key) is not None and not isinstance(raw[key], dict):
-            raise AdapterFormatError(f"{path}: {key} must be an object, got {type(raw[key]).__name__}")
-    return raw
-
-
-def _read_weights(folder: Path, allow_bin: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
-    st_path = folder / WEIGHTS_FILE
-    if st_path.is_file():
-        try:
-            with safe_open(str(st_path), framework="pt") as fh:
-                metadata = fh.metadata() or {}
-                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise AdapterFormatError(f"{st_path}: unreadable or truncated safetensors file ({exc})")
-        return tensors, metadata
-    bin_path = folder / PICKLE_FILE
-    if bin_path.is_file():
-        if not allow_bin:
-            raise AdapterFormatError(
-                f"{bin_path}: pickle weights are refused (unpickling can run code). Re-save the adapter as "
-                f"safetensors, or pass allow_bin=True / --allow-bin to read it with torch.load(weights_only=True)"
-            )
-        try:
-            tensors = torch.load(bin_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for bad pickles
-            raise AdapterFormatError(f"{bin_path}: not a plain tensor state dict ({exc})")
-        if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
-            raise AdapterFormatError(f"{bin_path}: expected a dict of tensors")
-        return tensors, {}
-    raise AdapterFormatError(f"{folder}: no {WEIGHTS_FILE} (nor {PICKLE_FILE})")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise AdapterFormatError(f"{path}: unreadable or truncated safetensors file ({exc})")
+
+
+def _read_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)  # never full unpickling
+    except Exception as exc:  # torch raises many types for bad pickles
+        raise AdapterFormatError(f"{path}: not a plain tensor state dict ({exc})")
+    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise AdapterFormatError(f"{path}: expected a dict of tensors")
+    return tensors
 
 
 def _factors_from_state_dict(tensors: dict[str, torch.Tensor], folder: Path) -> dict[str, ModuleFactors]:
     parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
-        m = _KEY_RE.match(key)
+        m = KEY_RE.match(key)
         if m is None:
-            raise AdapterFormatError(
-                f"{folder}: unsupported tensor {key!r} (only lora_A/lora_B weights of linear layers are supported; "
-                f"no biases, embeddings, DoRA magnitudes or modules_to_save)"
-            )
+            raise AdapterFormatError(f"{folder}: unsupported tensor {key!r} (only lora_A/lora_B weights of linear layers)")
         parts.setdefault(m["module"], {})[m["which"]] = tensor
     if not parts:
         raise AdapterFormatError(f"{folder}: the weights file holds no LoRA tensors")
     modules = {}
     for name, ab in sorted(parts.items()):
         if set(ab) != {"A", "B"}:
-            missing = "lora_B" if "A" in ab else "lora_A"
-            raise AdapterFormatError(f"{folder}: module {name} has no {missing} tensor")
-        try:
-            _check_factor_shapes(name, ab["A"], ab["B"])
-        except AdapterFormatError as exc:
-            raise AdapterFormatError(f"{folder}: {exc}")
+            raise AdapterFormatError(f"{folder}: module {name} has no {'lora_B' if 'A' in ab else 'lora_A'} tensor")
+        check_pair_shapes(name, tuple(ab["A"].shape), tuple(ab["B"].shape), str(folder))
         modules[name] = ModuleFactors(ab["A"], ab["B"])
     return modules
 
 
-def _config_from_peft(raw: dict[str, Any], modules: dict[str, ModuleFactors], path: Path) -> LoraConfig:
-    r = int(raw["r"])
-    alpha = float(raw.get("lora_alpha") or 8)
-    use_rslora = bool(raw.get("use_rslora", False))
-    given_ranks = raw.get("rank_pattern") or {}
-    given_alphas = raw.get("alpha_pattern") or {}
-    helper = LoraConfig(r=r, alpha=alpha, rank_pattern={k: int(v) for k, v in given_ranks.items()},
-                        alpha_pattern={k: float(v) for k, v in given_alphas.items()}, use_rslora=use_rslora)
-    for name, f in modules.items():
-        if f.rank != helper.rank_for(name):
-            raise AdapterFormatError(
-                f"{path}: {name} has rank {f.rank} in the weights but {helper.rank_for(name)} in the config"
-            )
-    dropout = raw.get("lora_dropout", 0.0) or 0.0
-    return _config_for_modules(
-        LoraConfig(r=r, alpha=alpha, dropout=float(dropout), use_rslora=use_rslora,
-                   alpha_pattern=helper.alpha_pattern, rank_pattern=helper.rank_pattern),
-        modules,
-    )
+def _config_from_peft(raw: dict[str, Any], modules: dict[str, ModuleFactors]) -> LoraConfig:
+    patterns = {
+        "rank_pattern": {k: int(v) for k, v in (raw.get("rank_pattern") or {}).items()},
+        "alpha_pattern": {k: float(v) for k, v in (raw.get("alpha_pattern") or {}).items()},
+    }
+    template = LoraConfig(r=int(raw["r"]), alpha=float(raw.get("lora_alpha") or 8),
+                          dropout=float(raw.get("lora_dropout") or 0.0),
+                          use_rslora=bool(raw.get("use_rslora", False)), **patterns)
+    return _config_for_modules(template, modules)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 
-class AdapterHubError(Exception):
-    """Base class of every error adapter-hub raises on purpose."""
+from registry.errors import AdapterFormatError, AdapterHubError, NonFiniteError  # one hierarchy, torch-free
 
-
-class AdapterFormatError(AdapterHubError, ValueError):
-    """An adapter folder or file is malformed, truncated, unsafe or inconsistent."""
+__all__ = ["AdapterHubError", "AdapterFormatError", "IncompatibleAdaptersError", "TargetModuleError",
+           "NonFiniteError"]
 
 
 class IncompatibleAdaptersError(AdapterHubError, ValueError):
@@ -17,7 +15,3 @@ class IncompatibleAdaptersError(AdapterHubError, ValueError):
 
 class TargetModuleError(AdapterHubError, ValueError):
     """A target-module selector matched nothing, or matched a layer LoRA cannot wrap."""
-
-
-class NonFiniteError(AdapterHubError, ValueError):
-    """A tensor or the result of an operation contains NaN or inf."""

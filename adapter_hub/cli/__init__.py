@@ -1,33 +1,79 @@
 """The `adapter-hub` command line: one click group, thin over the Python API.
 
-Registry commands import only `registry` (no torch), so `list`/`show` answer in a fraction of a
+Registry commands import only `registry` (never torch), so `list`/`show` answer in a fraction of a
 second; commands that need tensors import adapter_hub's torch modules inside their bodies.
+Every expected failure prints one line, `error: ...`, and exits with status 1
+(set ADAPTER_HUB_DEBUG=1 for the traceback).
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 import click
 
 from adapter_hub import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Context:
+    """Shared state: the registry location, opened on first use."""
+
+    def __init__(self, location: str | None, store: str | None) -> None:
+        self.location = location
+        self.store = store
+        self._registry = None
+
+    def registry(self, *, create: bool = True, check: bool = True):
+        if self._registry is None:
+            from registry.api import Registry
+
+            self._registry = Registry.open(self.location, store=self.store, create=create, check=check)
+        return self._registry
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+class Group(click.Group):
+    """Turns the errors users can cause into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - filtered below
+            if os.environ.get("ADAPTER_HUB_DEBUG") or not _expected(exc):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"error: {message}", err=True)
+            sys.exit(1)
+
+
+def _expected(exc: BaseException) -> bool:
+    from registry.errors import AdapterHubError
+
+    return isinstance(exc, (AdapterHubError, ValueError, KeyError, OSError, TypeError, RuntimeError))
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="adapter-hub")
-def cli() -> None:
+@click.option("--registry", "location", envvar="ADAPTER_HUB_REGISTRY", metavar="PATH|URL",
+              help="Registry folder (SQLite inside) or database URL (postgresql+psycopg://...). "
+                   "Default: $ADAPTER_HUB_HOME or the user data dir.")
+@click.option("--store", envvar="ADAPTER_HUB_STORE", metavar="DIR|URL",
+              help="Blob store for a database-URL registry (a folder, s3://..., gs://...); remembered after init.")
+@click.pass_context
+def cli(ctx: click.Context, location: str | None, store: str | None) -> None:
     """Continual learning with LoRA adapters: registry, arithmetic, training, forgetting evaluation."""
+    ctx.obj = Context(location, store)
 
 
 def main() -> None:
-    cli()
+    cli(prog_name="adapter-hub")
 
 
-@cli.command()
-@click.option("--base-model", default="smollm2-135m", show_default=True, help="Base model name or folder.")
-@click.option("--task", default="topic", show_default=True, help="Built-in task to learn.")
-@click.option("--steps", default=40, show_default=True, help="Training steps.")
-@click.option("--out", default="demo-out", show_default=True, help="Folder for the saved adapter.")
-def demo(base_model: str, task: str, steps: int, out: str) -> None:
-    """Train a LoRA on a built-in task and show the answers before and after (offline, CPU)."""
-    from adapter_hub.demo import DemoConfig, run_demo
-
-    run_demo(DemoConfig(base_model=base_model, task=task, steps=steps, out=out), echo=click.echo)
+# Command families live in their own modules; importing them registers their commands on `cli`.
+from adapter_hub.cli import registry_cmds  # noqa: E402,F401
+from adapter_hub.cli import learn_cmds  # noqa: E402,F401

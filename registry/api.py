@@ -1,0 +1,522 @@
+"""Registry: versioned LoRA adapters per task, content-addressed blobs, lineage, evaluations, runs.
+
+Never imports torch: adapters given as objects are saved through their own `.save()`, and `load()`
+imports adapter_hub only when called. Every write validates everything first, stores blobs (durable)
+second, and commits one database transaction last, so a crash at any point leaves either nothing or
+orphan blobs (which `gc` frees) — never a row whose bytes are missing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import math
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+
+from registry import housekeeping, queries, runs
+from registry.adapter_format import EXPORT_MANIFEST, inspect_folder
+from registry.db import check_schema, current_revision, has_tables, make_engine, session_scope, upgrade
+from registry.errors import DuplicateVersionError, RefError, RegistryError
+from registry.models import alias as A
+from registry.models import evaluation as E
+from registry.models import lineage as L
+from registry.models import setting as S
+from registry.models import tag as G
+from registry.models import task as T
+from registry.models import utcnow
+from registry.models import version as V
+from registry.models import version_file as F
+from registry.queries import MetricFilter, VersionInfo
+from registry.refs import check_name
+from registry.store import BlobStore, copy_tree_files, open_store, sha256_file
+
+if TYPE_CHECKING:
+    from adapter_hub.adapter import LoraAdapter
+
+DB_FILE = "registry.db"
+OnDuplicate = Literal["error", "reuse", "new"]
+# Lineage edge kind for an adapter's recorded operation (adapter.provenance["op"]).
+EDGE_KIND = {"train": "trained_from", "merge": "merged_from", "compose": "merged_from", "add": "merged_from",
+             "subtract": "merged_from", "linear": "merged_from", "task_arithmetic": "merged_from",
+             "reduce_rank": "reduced_from", "scale": "derived_from", "negate": "derived_from", "import": "imported"}
+
+
+def default_location() -> str:
+    """$ADAPTER_HUB_REGISTRY, else $ADAPTER_HUB_HOME, else <user data dir>/adapter-hub/registry."""
+    if os.environ.get("ADAPTER_HUB_REGISTRY"):
+        return os.environ["ADAPTER_HUB_REGISTRY"]
+    if os.environ.get("ADAPTER_HUB_HOME"):
+        return os.environ["ADAPTER_HUB_HOME"]
+    import platformdirs
+
+    return str(Path(platformdirs.user_data_dir("adapter-hub")) / "registry")
+
+
+def _created_by() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in some containers
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _json_object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a mapping, got {type(value).__name__}")
+    try:
+        return json.loads(json.dumps(dict(value), allow_nan=False, default=_reject))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON-serialisable without NaN/inf: {exc}")
+
+
+def _reject(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
+    out = {}
+    for key, value in (tags or {}).items():
+        check_name(key, "tag key")
+        text = str(value)
+        if len(text) > 1024:
+            raise ValueError(f"tag {key!r}: value is {len(text)} characters (at most 1024)")
+        out[key] = text
+    return out
+
+
+def manifest_digest(files: Sequence[tuple[str, str, int]]) -> str:
+    """A version's content digest: sha256 over its sorted (path, blob sha256) pairs."""
+    h = hashlib.sha256()
+    for path, blob, _ in sorted(files):
+        h.update(f"{path}\0{blob}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass
+class Registry:
+    engine: Engine
+    store: BlobStore
+    location: str
+    checkouts: Path  # verified local copies of versions, for path()/load()
+
+    # ---- opening -------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, location: str | os.PathLike | None = None, *, store: str | None = None,
+             create: bool = True, check: bool = True) -> "Registry":
+        """A registry folder (SQLite inside) or a database URL. New ones are built by Alembic."""
+        location = str(location) if location is not None else default_location()
+        if "://" in location:
+            return cls._open_url(location, store, create, check)
+        root = Path(location).expanduser().resolve()
+        db = root / DB_FILE
+        if not db.exists():
+            if not create:
+                raise RegistryError(f"no registry at {root}; create one with `adapter-hub --registry {root} init`")
+            if root.exists() and (not root.is_dir() or any(root.iterdir())):
+                raise RegistryError(f"{root} exists and is not an adapter-hub registry (no {DB_FILE}); "
+                                    f"pick a new or empty folder")
+            root.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(f"sqlite:///{db}")
+        cls._ensure_schema(engine, str(root), create, check)
+        store_url = cls._setting(engine, "store") or store or str(root / "objects")
+        return cls(engine, open_store(store_url), str(root), root / "checkouts")
+
+    @classmethod
+    def _open_url(cls, url: str, store: str | None, create: bool, check: bool) -> "Registry":
+        engine = make_engine(url)
+        fresh = cls._ensure_schema(engine, url, create, check)
+        saved = cls._setting(engine, "store")
+        if saved and store and saved != store:
+            raise RegistryError(f"{url} keeps its blobs in {saved}, not {store}")
+        store_url = saved or store
+        if not store_url and url.startswith("sqlite:///"):
+            store_url = str(Path(url.removeprefix("sqlite:///")).parent / "objects")
+        if not store_url:
+            raise RegistryError(f"{url}: say where blobs go the first time (--store DIR_OR_URL, e.g. s3://bucket/adapters)")
+        if fresh or not saved:
+            with session_scope(engine, write=True) as s:
+                if s.execute(select(S.c.value).where(S.c.key == "store")).scalar() is None:
+                    s.execute(insert(S).values(key="store", value=store_url))
+        import platformdirs
+
+        cache = Path(platformdirs.user_cache_dir("adapter-hub")) / "checkouts"
+        return cls(engine, open_store(store_url), url, cache)
+
+    @staticmethod
+    def _ensure_schema(engine: Engine, where: str, create: bool, check: bool) -> bool:
+        """Build a new database with Alembic; refuse an out-of-date one. True when it was built now."""
+        if current_revision(engine) is None and not has_tables(engine):
+            if not create:
+                raise RegistryError(f"{where} has no registry schema; run `adapter-hub --registry {where} init`")
+            upgrade(engine)
+            return True
+        if check:
+            check_schema(engine, where)
+        return False
+
+    @staticmethod
+    def _setting(engine: Engine, key: str) -> str | None:
+        with engine.connect() as conn:
+            return conn.execute(select(S.c.value).where(S.c.key == key)).scalar()
+
+    def upgrade(self) -> str:
+        """Migrate the database to this code's schema (`adapter-hub db upgrade`)."""
+        upgrade(self.engine)
+        return current_revision(self.engine) or ""
+
+    # ---- registering -----------------------------------------------------------------------------
+
+    def register(
+        self,
+        adapter_or_folder: "LoraAdapter | str | os.PathLike",
+        *,
+        task: str,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        parents: Sequence[str] | Mapping[str, str] | None = None,
+        note: str | None = None,
+        on_duplicate: OnDuplicate = "error",
+        created_by: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        _import_from: str | None = None,
+    ) -> VersionInfo:
+        """Store an adapter (object or PEFT folder) as the next version of `task`.
+
+        parents: refs of versions it came from (a list, kind inferred from the adapter's recorded
+        operation, default trained_from) or {ref: kind}. Identical content already live in the same
+        task: on_duplicate="error" (default) refuses naming that version, "reuse" returns it, "new"
+        makes another version sharing the same blobs. The same content under another task is always
+        allowed and shares the blobs.
+        """
+        check_name(task)
+        if on_duplicate not in ("error", "reuse", "new"):
+            raise ValueError(f"on_duplicate must be 'error', 'reuse' or 'new', got {on_duplicate!r}")
+        metadata = _json_object(metadata, "metadata")
+        tags = _check_tags(tags)
+        if note is not None and (not isinstance(note, str) or len(note) > 4096):
+            raise ValueError("note must be a string of at most 4096 characters")
+        with tempfile.TemporaryDirectory(prefix="adapter-hub-register-") as tmp:
+            folder, provenance = self._as_folder(adapter_or_folder, Path(tmp))
+            info = inspect_folder(folder)
+            provenance = provenance or info.provenance
+            edges = self._parent_edges(parents, provenance)
+            stored = [(name, *self.store.put_file(folder / name, progress)) for name in info.files]
+        digest = manifest_digest(stored)
+        row = dict(digest=digest, base_model=info.base_model, base_fingerprint=info.base_fingerprint,
+                   rank=info.rank, alpha=info.alpha, target_modules=info.target_modules, size_bytes=info.size_bytes,
+                   created_by=created_by or _created_by(), note=note, metadata=metadata)
+        with session_scope(self.engine, write=True) as s:
+            tid, next_number = self._lock_task(s, task)
+            dup = s.execute(select(V.c.number).where(V.c.task_id == tid, V.c.digest == digest,
+                                                     V.c.deleted_at.is_(None)).order_by(V.c.number)).scalar()
+            if dup is not None and on_duplicate == "error":
+                raise DuplicateVersionError(f"identical content is already {task}:{dup}; use it, or pass "
+                                            f"on_duplicate='new' (--allow-duplicate) for another version")
+            if dup is not None and on_duplicate == "reuse":
+                return queries.resolve(s, f"{task}:{dup}")
+            s.execute(update(T).where(T.c.id == tid).values(next_version=next_number + 1))
+            vid = s.execute(insert(V).values(task_id=tid, number=next_number, created_at=utcnow(), **row)).inserted_primary_key[0]
+            s.execute(insert(F), [{"version_id": vid, "path": p, "blob": b, "size": n} for p, b, n in stored])
+            if tags:
+                s.execute(insert(G), [{"version_id": vid, "key": k, "value": v} for k, v in tags.items()])
+            if _import_from:
+                edges.append((None, _import_from, "imported", {}))
+            if edges:
+                s.execute(insert(L), [{"child_id": vid, "parent_id": pid, "parent_ref": pref, "kind": kind,
+                                       "params": params} for pid, pref, kind, params in edges])
+            return queries.resolve(s, f"{task}:{next_number}")
+
+    @staticmethod
+    def _as_folder(adapter_or_folder: Any, tmp: Path) -> tuple[Path, dict[str, Any]]:
+        if isinstance(adapter_or_folder, (str, os.PathLike)):
+            return Path(adapter_or_folder), {}
+        if hasattr(adapter_or_folder, "save") and hasattr(adapter_or_folder, "provenance"):
+            adapter_or_folder.save(tmp / "adapter")
+            return tmp / "adapter", dict(adapter_or_folder.provenance or {})
+        raise TypeError(f"register() takes a LoraAdapter or an adapter folder, got {type(adapter_or_folder).__name__}")
+
+    def _parent_edges(self, parents: Sequence[str] | Mapping[str, str] | None,
+                      provenance: dict[str, Any]) -> list[tuple[int | None, str | None, str, dict]]:
+        """(parent id, external ref, kind, params) edges; every named ref must resolve (checked before any write)."""
+        op = provenance.get("op")
+        default_kind = EDGE_KIND.get(op, "derived_from") if op else "trained_from"
+        params = {k: v for k, v in provenance.items() if k != "inputs"}
+        wanted: dict[str, str] = {}
+        if isinstance(parents, Mapping):
+            wanted.update(parents)
+        elif parents:
+            if isinstance(parents, str):
+                raise TypeError("parents must be a list of refs (or a {ref: kind} mapping), not a string")
+            wanted.update({p: default_kind for p in parents})
+        edges, seen = [], set()
+        with session_scope(self.engine) as s:
+            for ref, kind in wanted.items():
+                parent = queries.resolve(s, ref, include_deleted=True)
+                if parent.id not in seen:
+                    seen.add(parent.id)
+                    edges.append((parent.id, None, str(kind), params))
+            for label in provenance.get("inputs", []) or []:
+                try:
+                    parent = queries.resolve(s, str(label), include_deleted=True)
+                except (RefError, RegistryError, ValueError):
+                    edges.append((None, str(label), default_kind, params))  # outside this registry
+                    continue
+                if parent.id not in seen:
+                    seen.add(parent.id)
+                    edges.append((parent.id, None, default_kind, params))
+        return edges
+
+    def _lock_task(self, s, name: str) -> tuple[int, int]:
+        """Create the task if new, then lock its row; returns (task id, next version number)."""
+        dialect = self.engine.dialect.name
+        values = {"name": name, "next_version": 1, "created_at": utcnow()}
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        if dialect in ("sqlite", "postgresql"):
+            s.execute(upsert(T).values(**values).on_conflict_do_nothing(index_elements=["name"]))
+        elif s.execute(select(T.c.id).where(T.c.name == name)).scalar() is None:
+            try:
+                with s.begin_nested():
+                    s.execute(insert(T).values(**values))
+            except SQLIntegrityError:
+                pass  # another writer created it first
+        row = s.execute(select(T.c.id, T.c.next_version).where(T.c.name == name).with_for_update()).one()
+        return row[0], row[1]
+
+    # ---- reading ---------------------------------------------------------------------------------
+
+    def get(self, ref: str, *, include_deleted: bool = False) -> VersionInfo:
+        with session_scope(self.engine) as s:
+            return queries.resolve(s, ref, include_deleted=include_deleted)
+
+    def versions(self, task: str, *, include_deleted: bool = False) -> list[VersionInfo]:
+        with session_scope(self.engine) as s:
+            queries.task_id(s, check_name(task))
+            return queries.search(s, task=task, include_deleted=include_deleted)
+
+    def search(self, *, task: str | None = None, base_model: str | None = None, tag: Mapping[str, str] | None = None,
+               alias: str | None = None, metrics: Sequence[str | MetricFilter] = (), since: datetime | None = None,
+               include_deleted: bool = False, limit: int | None = None) -> list[VersionInfo]:
+        """Versions matching every filter given. metrics: 'accuracy>=0.8' or 'agnews/accuracy>=0.8'."""
+        parsed = [m if isinstance(m, MetricFilter) else MetricFilter.parse(m) for m in metrics]
+        with session_scope(self.engine) as s:
+            return queries.search(s, task=task, base_model=base_model, tags=dict(tag or {}), alias=alias,
+                                  metrics=parsed, since=since, include_deleted=include_deleted, limit=limit)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """One row per task: live version count, latest live version, aliases."""
+        from sqlalchemy import func
+
+        with session_scope(self.engine) as s:
+            rows = s.execute(
+                select(T.c.name, func.count(V.c.id), func.max(V.c.number), func.max(V.c.created_at))
+                .select_from(T.outerjoin(V, (V.c.task_id == T.c.id) & V.c.deleted_at.is_(None)))
+                .group_by(T.c.id, T.c.name).order_by(T.c.name)
+            ).all()
+            aliases: dict[str, list[str]] = {}
+            for task, alias, number in s.execute(select(T.c.name, A.c.name, V.c.number).select_from(
+                    A.join(T, A.c.task_id == T.c.id).join(V, A.c.version_id == V.c.id)).order_by(A.c.name)):
+                aliases.setdefault(task, []).append(f"{alias}->{number}")
+        return [{"task": name, "versions": count, "latest": f"{name}:{latest}" if latest else None,
+                 "updated_at": queries.utc(updated).isoformat() if updated else None, "aliases": aliases.get(name, [])}
+                for name, count, latest, updated in rows]
+
+    def lineage(self, ref: str, direction: str = "up", max_depth: int | None = None) -> list[queries.Edge]:
+        with session_scope(self.engine) as s:
+            return queries.lineage(s, queries.resolve(s, ref, include_deleted=True), direction, max_depth)
+
+    def files(self, ref: str) -> list[tuple[str, str, int]]:
+        """(path, blob sha256, size) of a version's files."""
+        with session_scope(self.engine) as s:
+            info = queries.resolve(s, ref)
+            return [tuple(r) for r in s.execute(select(F.c.path, F.c.blob, F.c.size)
+                                                .where(F.c.version_id == info.id).order_by(F.c.path))]
+
+    def path(self, ref: str, progress: Callable[[int], None] | None = None) -> Path:
+        """A verified local folder holding the version's files (a cached checkout, re-checked each call)."""
+        info = self.get(ref)
+        files = self.files(info.ref)
+        dest = self.checkouts / info.digest.removeprefix("sha256:")
+        if dest.is_dir() and all((dest / p).is_file() and sha256_file(dest / p)[0] == b for p, b, _ in files):
+            return dest
+        copy_tree_files(self.store, [(p, b) for p, b, _ in files], dest, info.ref, progress)
+        return dest
+
+    def load(self, ref: str) -> "LoraAdapter":
+        """The version as a LoraAdapter (imports torch via adapter_hub), tagged with its ref and digest."""
+        from adapter_hub.adapter import LoraAdapter
+
+        info = self.get(ref)
+        adapter = LoraAdapter.load(self.path(info.ref))
+        adapter.ref, adapter.digest = info.ref, info.digest
+        return adapter
+
+    def export(self, ref: str, dest: str | os.PathLike, progress: Callable[[int], None] | None = None) -> Path:
+        """Write the version as a PEFT folder (verified) plus a small manifest `import` understands."""
+        dest = Path(dest)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise RegistryError(f"{dest} exists and is not empty; export into a new folder")
+        info = self.get(ref)
+        copy_tree_files(self.store, [(p, b) for p, b, _ in self.files(info.ref)], dest, info.ref, progress)
+        manifest = {"ref": info.ref, "digest": info.digest, "registry": self.location, "metadata": info.metadata,
+                    "tags": info.tags, "note": info.note, "base_model": info.base_model,
+                    "exported_at": utcnow().isoformat()}
+        (dest / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return dest
+
+    def import_folder(self, folder: str | os.PathLike, *, task: str, note: str | None = None,
+                      on_duplicate: OnDuplicate = "error") -> VersionInfo:
+        """Register an exported (or any PEFT) folder, keeping exported metadata/tags and an `imported` edge."""
+        folder = Path(folder)
+        manifest: dict[str, Any] = {}
+        if (folder / EXPORT_MANIFEST).is_file():
+            try:
+                manifest = json.loads((folder / EXPORT_MANIFEST).read_text())
+            except json.JSONDecodeError as exc:
+                raise RegistryError(f"{folder / EXPORT_MANIFEST}: not valid JSON ({exc})")
+        source = f"{manifest['ref']}@{manifest.get('registry', '?')}" if manifest.get("ref") else str(folder.resolve())
+        return self.register(folder, task=task, metadata=manifest.get("metadata"), tags=manifest.get("tags"),
+                             note=note if note is not None else manifest.get("note"), on_duplicate=on_duplicate,
+                             _import_from=source)
+
+    # ---- aliases, tags, deletion, evaluations ----------------------------------------------------
+
+    def alias(self, ref: str, name: str) -> VersionInfo:
+        """Point `task@name` at this version (moving it if it exists)."""
+        check_name(name, "alias")
+        with session_scope(self.engine, write=True) as s:
+            info = queries.resolve(s, ref)
+            tid = queries.task_id(s, info.task)
+            key = (A.c.task_id == tid) & (A.c.name == name)
+            if s.execute(select(A.c.name).where(key)).first():
+                s.execute(update(A).where(key).values(version_id=info.id, updated_at=utcnow()))
+            else:
+                s.execute(insert(A).values(task_id=tid, name=name, version_id=info.id, updated_at=utcnow()))
+            return queries.resolve(s, info.ref)
+
+    def unalias(self, task: str, name: str) -> None:
+        with session_scope(self.engine, write=True) as s:
+            tid = queries.task_id(s, check_name(task))
+            if s.execute(delete(A).where(A.c.task_id == tid, A.c.name == check_name(name, "alias"))).rowcount == 0:
+                raise RefError(f"task {task!r} has no alias {name!r}")
+
+    def tag(self, ref: str, key: str, value: Any) -> VersionInfo:
+        (key, text), = _check_tags({key: value}).items()
+        with session_scope(self.engine, write=True) as s:
+            info = queries.resolve(s, ref)
+            where = (G.c.version_id == info.id) & (G.c.key == key)
+            if s.execute(select(G.c.key).where(where)).first():
+                s.execute(update(G).where(where).values(value=text))
+            else:
+                s.execute(insert(G).values(version_id=info.id, key=key, value=text))
+            return queries.resolve(s, info.ref)
+
+    def delete(self, ref: str) -> VersionInfo:
+        """Soft-delete: the row stays as a tombstone (its number is never reused), aliases to it go;
+        `gc` later frees blobs no live version uses."""
+        with session_scope(self.engine, write=True) as s:
+            info = queries.resolve(s, ref)
+            s.execute(update(V).where(V.c.id == info.id).values(deleted_at=utcnow()))
+            s.execute(delete(A).where(A.c.version_id == info.id))
+            return queries.resolve(s, info.ref, include_deleted=True)
+
+    def record_evaluation(self, ref: str, *, task: str, metric: str, value: float, dataset: str | None = None,
+                          scorer: str | None = None, run: str | int | None = None) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"evaluation value must be a finite number, got {value!r}")
+        check_name(task, "evaluated task")
+        with session_scope(self.engine, write=True) as s:
+            info = queries.resolve(s, ref)
+            rid = runs.run_id(s, run) if run is not None else None
+            s.execute(insert(E).values(version_id=info.id, task=task, metric=str(metric)[:64], value=float(value),
+                                       dataset=dataset, scorer=scorer, run_id=rid, created_at=utcnow()))
+
+    def evaluations(self, ref: str) -> list[dict[str, Any]]:
+        with session_scope(self.engine) as s:
+            info = queries.resolve(s, ref, include_deleted=True)
+            rows = s.execute(select(E.c.task, E.c.metric, E.c.value, E.c.dataset, E.c.scorer, E.c.run_id, E.c.created_at)
+                             .where(E.c.version_id == info.id).order_by(E.c.id)).all()
+        return [{"task": t, "metric": m, "value": v, "dataset": d, "scorer": sc, "run_id": r,
+                 "created_at": queries.utc(c).isoformat()} for t, m, v, d, sc, r, c in rows]
+
+    # ---- benchmark runs --------------------------------------------------------------------------
+
+    def create_run(self, name: str, config: Mapping[str, Any]) -> runs.RunInfo:
+        check_name(name, "run")
+        config = _json_object(config, "run config")
+        with session_scope(self.engine, write=True) as s:
+            if s.execute(select(runs.R.c.id).where(runs.R.c.name == name)).first():
+                raise RegistryError(f"a benchmark run named {name!r} exists; resume it or pick another name")
+            runs.create_run(s, name, config)
+            return runs.get_run(s, name)
+
+    def update_run(self, run: str | int, *, status: str | None = None, results: Mapping[str, Any] | None = None) -> None:
+        payload = _json_object(results, "run results") if results is not None else None
+        with session_scope(self.engine, write=True) as s:
+            runs.update_run(s, run, status=status, results=payload)
+
+    def record_run_step(self, run: str | int, *, strategy: str, step: int, task: str, version: str | None = None,
+                        seconds: float | None = None) -> None:
+        with session_scope(self.engine, write=True) as s:
+            vid = queries.resolve(s, version, include_deleted=True).id if version else None
+            runs.record_step(s, run, strategy=strategy, step=step, task=task, version_id=vid, seconds=seconds)
+
+    def get_run(self, run: str | int) -> runs.RunInfo:
+        with session_scope(self.engine) as s:
+            return runs.get_run(s, run)
+
+    def list_runs(self) -> list[runs.RunInfo]:
+        with session_scope(self.engine) as s:
+            return runs.list_runs(s)
+
+    # ---- maintenance -----------------------------------------------------------------------------
+
+    def gc(self, grace: float = housekeeping.DEFAULT_GRACE) -> housekeeping.GcReport:
+        """Free blobs that no live version uses (older than `grace` seconds) and stale temp files."""
+        with session_scope(self.engine) as s:
+            return housekeeping.gc(s, self.store, self.checkouts, grace)
+
+    def fsck(self, repair: bool = False) -> housekeeping.FsckReport:
+        """Check every live version's blobs, list orphans and dangling aliases; repair what is safe to."""
+        with session_scope(self.engine, write=repair) as s:
+            return housekeeping.fsck(s, self.store, repair=repair)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parse_tags(pairs: Sequence[str]) -> dict[str, str]:
+    """['k=v', ...] -> {k: v} (for the CLI)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+__all__ = ["Registry", "VersionInfo", "MetricFilter", "default_location", "manifest_digest", "parse_tags"]

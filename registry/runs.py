@@ -1,0 +1,107 @@
+"""Continual-learning benchmark runs as the registry stores them: config, status, per-strategy results,
+and which adapter version each strategy held after each task (so every cell of an accuracy matrix
+can be traced to the adapter that produced it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection as Session
+
+from registry.errors import RefError
+from registry.models import bench_run as R
+from registry.models import bench_step as S
+from registry.models import task as T
+from registry.models import utcnow
+from registry.models import version as V
+from registry.queries import utc
+
+STATUSES = ("running", "done", "failed")
+
+
+@dataclass
+class RunStep:
+    strategy: str
+    step: int
+    task: str
+    version: str | None  # "task:N"
+    seconds: float | None
+
+
+@dataclass
+class RunInfo:
+    id: int
+    name: str
+    status: str
+    config: dict[str, Any]
+    results: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    steps: list[RunStep] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["created_at"], out["updated_at"] = self.created_at.isoformat(), self.updated_at.isoformat()
+        return out
+
+
+def run_id(session: Session, run: str | int) -> int:
+    column = R.c.id if isinstance(run, int) else R.c.name
+    rid = session.execute(select(R.c.id).where(column == run)).scalar()
+    if rid is None:
+        known = session.execute(select(R.c.name).order_by(R.c.created_at.desc()).limit(5)).scalars().all()
+        raise RefError(f"no benchmark run {run!r} (recent runs: {', '.join(known) or 'none'})")
+    return rid
+
+
+def create_run(session: Session, name: str, config: dict[str, Any]) -> int:
+    now = utcnow()
+    return session.execute(insert(R).values(name=name, status="running", config=config, results={},
+                                            created_at=now, updated_at=now)).inserted_primary_key[0]
+
+
+def update_run(session: Session, run: str | int, *, status: str | None = None,
+               results: dict[str, Any] | None = None) -> None:
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"run status must be one of {STATUSES}, got {status!r}")
+    values: dict[str, Any] = {"updated_at": utcnow()}
+    if status is not None:
+        values["status"] = status
+    if results is not None:
+        values["results"] = results
+    session.execute(update(R).where(R.c.id == run_id(session, run)).values(**values))
+
+
+def record_step(session: Session, run: str | int, *, strategy: str, step: int, task: str,
+                version_id: int | None, seconds: float | None) -> None:
+    rid = run_id(session, run)
+    key = (S.c.run_id == rid) & (S.c.strategy == strategy) & (S.c.step == step)
+    values = {"task": task, "version_id": version_id, "seconds": seconds}
+    if session.execute(select(S.c.step).where(key)).first():
+        session.execute(update(S).where(key).values(**values))
+    else:
+        session.execute(insert(S).values(run_id=rid, strategy=strategy, step=step, **values))
+
+
+def get_run(session: Session, run: str | int) -> RunInfo:
+    rid = run_id(session, run)
+    row = session.execute(select(R.c.id, R.c.name, R.c.status, R.c.config, R.c.results, R.c.created_at,
+                                 R.c.updated_at).where(R.c.id == rid)).one()
+    info = RunInfo(row[0], row[1], row[2], row[3] or {}, row[4] or {}, utc(row[5]), utc(row[6]))
+    steps = session.execute(
+        select(S.c.strategy, S.c.step, S.c.task, T.c.name, V.c.number, S.c.seconds)
+        .select_from(S.outerjoin(V, S.c.version_id == V.c.id).outerjoin(T, V.c.task_id == T.c.id))
+        .where(S.c.run_id == rid).order_by(S.c.strategy, S.c.step)
+    ).all()
+    info.steps = [RunStep(s, n, task, f"{vt}:{vn}" if vt else None, sec) for s, n, task, vt, vn, sec in steps]
+    return info
+
+
+def list_runs(session: Session) -> list[RunInfo]:
+    rows = session.execute(select(R.c.id, R.c.name, R.c.status, R.c.config, R.c.results, R.c.created_at,
+                                  R.c.updated_at).order_by(R.c.created_at, R.c.id)).all()
+    return [RunInfo(r[0], r[1], r[2], r[3] or {}, r[4] or {}, utc(r[5]), utc(r[6])) for r in rows]
