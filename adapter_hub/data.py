@@ -62,6 +62,11 @@ class Task:
         before, after = self.template.split("{text}", 1)
         return before.format(instruction=self.instruction), after.format(instruction=self.instruction)
 
+    def spec(self) -> dict[str, Any]:
+        """What `load_task(**spec)` needs to rebuild this task (recorded with every registered state)."""
+        return {"spec": self.source, "name": self.name, "max_train": self.meta.get("max_train"),
+                "max_test": self.meta.get("max_test"), "seed": self.meta.get("seed", 0)}
+
     def fingerprint(self) -> str:
         """Dataset identity recorded with every evaluation: sha256 of the test set, prompt and labels."""
         h = hashlib.sha256()
@@ -74,7 +79,8 @@ class Task:
         """A copy with at most this many examples, drawn with a fixed seed (keeps every label present)."""
         return Task(
             self.name, _sample(self.train, max_train, seed), _sample(self.test, max_test, seed + 1), self.labels,
-            self.instruction, self.template, self.source, {**self.meta, "max_train": max_train, "max_test": max_test},
+            self.instruction, self.template, self.source,
+            {**self.meta, "max_train": max_train, "max_test": max_test, "seed": seed},
         )
 
     def __repr__(self) -> str:

@@ -256,6 +256,9 @@ def _check_wrappable(names: Sequence[str], modules: dict[str, nn.Module]) -> Non
 def _check_name(model: nn.Module, name: str) -> None:
     if not isinstance(name, str) or not name or "." in name:
         raise ValueError(f"adapter name must be a non-empty string without '.', got {name!r}")
+    if hasattr(nn.ParameterDict(), name):  # the name becomes an attribute of the layers' ParameterDicts
+        raise ValueError(f"adapter name {name!r} is reserved (it clashes with a torch.nn.Module attribute); "
+                         f"pick another name")
     if name in list_adapters(model):
         raise ValueError(f"an adapter named {name!r} is already attached; detach it or pick another name")
 

@@ -254,8 +254,9 @@ class Registry:
                       provenance: dict[str, Any]) -> list[tuple[int | None, str | None, str, dict]]:
         """(parent id, external ref, kind, params) edges; every named ref must resolve (checked before any write)."""
         op = provenance.get("op")
-        default_kind = EDGE_KIND.get(op, "derived_from") if op else "trained_from"
-        params = {k: v for k, v in provenance.items() if k != "inputs"}
+        default_kind = provenance.get("edge_kind") or (EDGE_KIND.get(op, "derived_from") if op else "trained_from")
+        # the edge keeps the operation's parameters; bulky per-module details stay in the adapter file
+        params = {k: v for k, v in provenance.items() if k not in ("inputs", "chain", "relative_error", "edge_kind")}
         wanted: dict[str, str] = {}
         if isinstance(parents, Mapping):
             wanted.update(parents)

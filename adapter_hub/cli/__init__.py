@@ -76,4 +76,5 @@ def main() -> None:
 
 # Command families live in their own modules; importing them registers their commands on `cli`.
 from adapter_hub.cli import registry_cmds  # noqa: E402,F401
+from adapter_hub.cli import ops_cmds  # noqa: E402,F401
 from adapter_hub.cli import learn_cmds  # noqa: E402,F401

@@ -1,0 +1,36 @@
+"""Continual-learning strategies, selectable by name, all behind one interface (continual.base.Strategy):
+
+  seq       one adapter trained on task after task (the forgetting baseline)
+  inc       a new adapter per task; earlier ones frozen and kept active
+  olora     inc + O-LoRA's orthogonality loss (Wang et al. 2023)
+  replay    seq + a memory of past examples mixed in
+  ewc       seq + Elastic Weight Consolidation on the adapter's parameters
+  per_task  independent adapters, the task id given at test (the no-interference reference)
+  mtl       joint training on all tasks so far (the upper bound; R* for intransigence)
+  merge     independent adapters merged after each task (TIES + rank reduction by default)
+"""
+
+from __future__ import annotations
+
+from adapter_hub.continual.base import ContinualConfig, StepResult, Strategy
+from adapter_hub.continual.ewc import EWC
+from adapter_hub.continual.inc import Incremental
+from adapter_hub.continual.merge import Merge
+from adapter_hub.continual.mtl import MultiTask
+from adapter_hub.continual.olora import OLoRA
+from adapter_hub.continual.per_task import PerTask
+from adapter_hub.continual.replay import Replay
+from adapter_hub.continual.seq import Sequential
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (Sequential, Incremental, OLoRA, Replay, EWC, PerTask, MultiTask, Merge)
+}
+
+
+def make_strategy(name: str, model, tokenizer, config: ContinualConfig, **params) -> Strategy:
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](model, tokenizer, config, **params)
+
+
+__all__ = ["STRATEGIES", "make_strategy", "ContinualConfig", "StepResult", "Strategy"]

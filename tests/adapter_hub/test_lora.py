@@ -263,6 +263,9 @@ def test_bad_adapter_names(tiny_model):
         attach(model, LoraConfig(r=2), name="a")
     with pytest.raises(ValueError, match="without '.'"):
         attach(model, LoraConfig(r=2), name="a.b")
+    for reserved in ("eval", "train", "forward", "to"):
+        with pytest.raises(ValueError, match="is reserved"):
+            attach(model, LoraConfig(r=2), name=reserved)
 
 
 def test_adapter_for_another_base_model_is_refused_before_any_change(tiny_model):

@@ -1,0 +1,134 @@
+"""Arithmetic commands: merge, compose, scale, reduce-rank. Each loads from the registry, computes, and
+registers the result (printing its new reference) or writes a PEFT folder with --out.
+Everything is checked before anything is registered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from adapter_hub.cli import Context, cli, pass_ctx
+
+# Kept in step with adapter_hub.ops.METHODS by a test; listed here so `--help` needs no torch import.
+METHOD_NAMES = ["cat", "dare_linear", "dare_ties", "linear", "magnitude_prune", "task_arithmetic", "ties"]
+
+
+def _output_options(fn):
+    fn = click.option("--note", help="A one-line note on the new version.")(fn)
+    fn = click.option("--out", type=click.Path(path_type=Path), help="Write a PEFT folder here (instead of, or as "
+                      "well as, registering with --task).")(fn)
+    fn = click.option("--task", help="Register the result as the next version of this task.")(fn)
+    return fn
+
+
+def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str | None) -> None:
+    if task is None and out is None:
+        raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
+    if out is not None and out.exists() and any(out.iterdir()):
+        raise click.UsageError(f"--out {out} exists and is not empty")
+    if task is not None:
+        from registry.refs import check_name
+
+        check_name(task)
+        version = ctx.registry().register(result, task=task, note=note)
+        click.echo(version.ref)
+    if out is not None:
+        result.save(out)
+        click.echo(str(out))
+    error = result.provenance.get("max_relative_error")
+    if error is not None:
+        click.echo(f"max relative error of the rank reduction: {error:.3g}", err=True)
+
+
+def _weights(text: str | None, n: int) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint="--weights")
+    if len(values) != n:
+        raise click.BadParameter(f"{n} adapters but {len(values)} weights", param_hint="--weights")
+    return values
+
+
+@cli.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--method", default="linear", show_default=True, type=click.Choice(METHOD_NAMES))
+@click.option("--weights", metavar="W1,W2,...", help="One weight per REF (default 1 each).")
+@click.option("--density", type=float, help="Fraction of entries kept (ties, dare_*, magnitude_prune).")
+@click.option("--lambda", "lam", type=float, help="Scale of the merged task vector (task_arithmetic, ties, dare).")
+@click.option("--divisor", type=click.Choice(["count", "weights"]), help="TIES disjoint mean: by agreeing count "
+              "(paper, PEFT; default) or by agreeing weights (mergekit).")
+@click.option("--seed", default=0, show_default=True, help="Seed for DARE's random masks.")
+@click.option("--rank", type=int, help="Reduce the result to this rank (optimal, factored SVD).")
+@click.option("--energy", type=float, help="Reduce each module to keep this fraction of squared norm.")
+@click.option("--space", type=click.Choice(["dense", "core"]), default="dense", show_default=True,
+              help="Where masked methods run: each module's dense ΔW, or the small Core Space (fast).")
+@click.option("--allow-partial", is_flag=True, help="Adapters may target different modules (missing = zero).")
+@_output_options
+@pass_ctx
+def merge(ctx: Context, refs, method, weights, density, lam, divisor, seed, rank, energy, space, allow_partial,
+          task, out, note) -> None:
+    """Merge the adapters REF... with a published method and register the result."""
+    if task is None and out is None:
+        raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
+    from adapter_hub import ops
+
+    reg = ctx.registry()
+    adapters = [reg.load(ref) for ref in refs]
+    result = ops.merge(adapters, method, _weights(weights, len(refs)), density=density, lam=lam, divisor=divisor,
+                       seed=seed, rank=rank, energy=energy, space=space, allow_partial=allow_partial)
+    _deliver(ctx, result, task, out, note)
+
+
+@cli.command()
+@click.argument("expression")
+@click.option("--rank", type=int, help="Reduce the result to this rank (optimal, factored SVD).")
+@click.option("--energy", type=float, help="Reduce each module to keep this fraction of squared norm.")
+@click.option("--allow-partial", is_flag=True, help="Adapters may target different modules (missing = zero).")
+@_output_options
+@pass_ctx
+def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, note) -> None:
+    """Evaluate a linear EXPRESSION of adapters, e.g. "0.5*agnews:3 + 0.5*yelp@best - 0.2*toxic".
+
+    Names may contain '-': write a space before a minus that subtracts (`a - b`).
+    """
+    if task is None and out is None:
+        raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
+    from adapter_hub.ops.compose import compose as run_compose, parse
+
+    parse(expression)  # syntax errors before opening anything
+    result = run_compose(expression, registry=ctx.registry(), rank=rank, energy=energy, allow_partial=allow_partial)
+    _deliver(ctx, result, task, out, note)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("ref")
+@click.argument("factor", type=float)
+@_output_options
+@pass_ctx
+def scale(ctx: Context, ref, factor, task, out, note) -> None:
+    """Multiply the adapter REF's ΔW by FACTOR (negative allowed: `scale a:1 -1` negates)."""
+    if task is None and out is None:
+        raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
+    from adapter_hub import ops
+
+    _deliver(ctx, ops.scale(ctx.registry().load(ref), factor), task, out, note)
+
+
+@cli.command("reduce-rank")
+@click.argument("ref")
+@click.option("--rank", type=int, help="Keep this rank in every module.")
+@click.option("--energy", type=float, help="Keep this fraction of each module's squared Frobenius norm.")
+@click.option("--budget", type=int, help="Total parameter budget across modules (greedy, best value first).")
+@_output_options
+@pass_ctx
+def reduce_rank(ctx: Context, ref, rank, energy, budget, task, out, note) -> None:
+    """Compress the adapter REF to a lower rank: the optimal approximation, from its factors alone."""
+    if task is None and out is None:
+        raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
+    from adapter_hub import ops
+
+    _deliver(ctx, ops.reduce_rank(ctx.registry().load(ref), rank, energy=energy, budget=budget), task, out, note)

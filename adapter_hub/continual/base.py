@@ -1,0 +1,105 @@
+"""The interface every continual-learning strategy implements, and what they share.
+
+A strategy owns the adapters it attaches to the (shared, frozen) base model. For each task in the
+sequence, `learn` trains and returns a StepResult whose `state` is the whole model state after the
+step as ONE LoraAdapter (for inc/O-LoRA: the exact sum of the frozen and new components), so every
+state can be registered, reloaded, evaluated and merged like any adapter. `restore` rebuilds the
+strategy from the states (and components) a previous, interrupted run registered.
+
+Reproducibility: step i trains with seed `config.seed + i` for data order, dropout and the new
+adapter's init, so a resumed run retraces the uninterrupted one exactly (CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import nn
+
+from adapter_hub.adapter import LoraAdapter
+from adapter_hub.config import LoraConfig
+from adapter_hub.data import Task
+from adapter_hub.lora import attach, lora_parameters, set_active, set_trainable
+from adapter_hub.prompts import Encoded, encode_examples
+from adapter_hub.train import TrainConfig, TrainResult, train_on
+
+
+@dataclass
+class ContinualConfig:
+    """What every strategy in a comparison shares: the adapter shape, the training budget, the seed."""
+
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0  # step i uses seed + i
+
+    def train_for(self, step: int, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self.train, seed=self.seed + step, **changes)
+
+
+@dataclass
+class StepResult:
+    task: str
+    step: int  # 1-based position in the sequence
+    state: LoraAdapter  # the model state after this step, as one adapter
+    train: TrainResult | None
+    components: list[LoraAdapter] = field(default_factory=list)  # what restore() needs besides states
+    info: dict[str, Any] = field(default_factory=dict)  # strategy-specific measurements
+    # The adapters the state was computed from (merge: every component so far); once they are
+    # registered, the state's lineage names them instead of the previous state.
+    state_inputs: list[LoraAdapter] = field(default_factory=list)
+
+
+class Strategy:
+    """Base class: subclasses set `name` and implement `learn` and `restore`."""
+
+    name: ClassVar[str] = ""
+    # True when task j is evaluated with its own adapter (per_task: the task id is given at test time).
+    per_task_states: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model: nn.Module, tokenizer, config: ContinualConfig, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"strategy {self.name!r} has no parameter(s) {unknown}; "
+                             f"it takes {sorted(self.defaults) or 'none'}")
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.params = {**self.defaults, **params}
+
+    # ---- the interface ---------------------------------------------------------------------------
+
+    def learn(self, task: Task, step: int, history: Sequence[Task]) -> StepResult:
+        """Train on `task` (history = the tasks before it, in order)."""
+        raise NotImplementedError
+
+    def restore(self, steps: Sequence[StepResult], history: Sequence[Task]) -> None:
+        """Continue after `steps` (what an earlier run registered, in order) over `history`."""
+        raise NotImplementedError
+
+    # ---- shared pieces ---------------------------------------------------------------------------
+
+    def encode(self, task: Task, examples=None) -> tuple[list[Encoded], int]:
+        return encode_examples(self.tokenizer, task, list(task.train if examples is None else examples),
+                               self.config.train.max_length)
+
+    def new_adapter(self, name: str, step: int) -> None:
+        attach(self.model, self.config.lora, name=name, seed=self.config.seed + step, activate="add")
+
+    def train(self, names_trained: Sequence[str], names_active: Sequence[str], examples: list[Encoded], step: int,
+              *, extra_loss=None, description: str = "", **train_changes: Any) -> TrainResult:
+        """Train only `names_trained` while `names_active` act in the forward pass."""
+        set_active(self.model, list(names_active))
+        set_trainable(self.model, list(names_trained))
+        return train_on(self.model, examples, self.config.train_for(step, **train_changes),
+                        pad_id=self.tokenizer.pad_token_id, params=lora_parameters(self.model, names_trained),
+                        extra_loss=extra_loss, description=description)
+
+    def snapshot(self, name: str, step: int, task: Task, **info: Any) -> LoraAdapter:
+        adapter = LoraAdapter.from_model(self.model, name)
+        adapter.provenance = {"op": "train", "strategy": self.name, "step": step, "task": task.name, **info}
+        return adapter
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return dict(self.params)

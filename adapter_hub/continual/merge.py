@@ -1,0 +1,47 @@
+"""`merge`: an independent adapter per task, merged after each task into one adapter with an arithmetic
+method (default TIES at density 0.5, reduced to the LoRA rank): model merging as continual learning.
+The independent adapters are registered as components (the merge is lossy, so they are what a resumed
+run needs); the merged state's lineage points at them (merged_from)."""
+
+from __future__ import annotations
+
+from adapter_hub import ops
+from adapter_hub.continual.base import StepResult, Strategy
+from adapter_hub.lora import detach
+
+
+class Merge(Strategy):
+    name = "merge"
+    # TIES with half the entries kept is a robust default for few adapters; rank None = the LoRA rank.
+    defaults = {"method": "ties", "density": 0.5, "rank": None, "space": "dense"}
+
+    def __init__(self, model, tokenizer, config, **params):
+        super().__init__(model, tokenizer, config, **params)
+        self.parts = []
+
+    def learn(self, task, step, history):
+        name = f"part{step}"
+        self.new_adapter(name, step)
+        examples, truncated = self.encode(task)
+        result = self.train([name], [name], examples, step, description=f"merge {task.name}")
+        result.truncated = truncated
+        part = self.snapshot(name, step, task, role="component")
+        detach(self.model, name)  # the part lives on as a tensor copy; the model keeps no adapter
+        self.parts.append(part)
+        return StepResult(task.name, step, self.merged(step, task), result, components=[part],
+                          state_inputs=list(self.parts))
+
+    def merged(self, step, task):
+        if len(self.parts) == 1:
+            state = self.parts[0]
+            state = ops.scale(state, 1.0)  # a copy with folded scaling, like every merged state
+        else:
+            method = self.params["method"]
+            kwargs = {"density": self.params["density"]} if ops.METHODS[method].needs_density else {}
+            state = ops.merge(self.parts, method, rank=self.params["rank"] or self.config.lora.r,
+                              space=self.params["space"], seed=self.config.seed, **kwargs)
+        state.provenance = {**state.provenance, "strategy": self.name, "step": step, "task": task.name}
+        return state
+
+    def restore(self, steps, history):
+        self.parts = [done.components[0] for done in steps]

@@ -1,0 +1,26 @@
+"""Exact, factored merges: the merged ΔW is Σ w_i·ΔW_i with no approximation (rank Σ r_i)."""
+
+from __future__ import annotations
+
+from adapter_hub.ops.arithmetic import weighted_sum_factors
+from adapter_hub.ops.methods import merge_method
+
+
+@merge_method("linear", kind="factored", title="Weighted average / linear combination",
+              reference="Wortsman et al. 2022, Model soups, https://arxiv.org/abs/2203.05482")
+def linear(adapters, weights, modules, params):
+    return weighted_sum_factors(adapters, weights, modules)
+
+
+@merge_method("task_arithmetic", kind="factored", title="Task arithmetic: λ·Σ w_i·τ_i",
+              reference="Ilharco et al. 2023, Editing models with task arithmetic, https://arxiv.org/abs/2212.04089",
+              options=("lambda",))
+def task_arithmetic(adapters, weights, modules, params):
+    lam = params.get("lambda", 1.0)
+    return weighted_sum_factors(adapters, [lam * w for w in weights], modules)
+
+
+@merge_method("cat", kind="factored", title="Rank concatenation (PEFT's 'cat')",
+              reference="PEFT add_weighted_adapter(combination_type='cat'); exact: [w_i·B_i]·[A_i]")
+def cat(adapters, weights, modules, params):
+    return weighted_sum_factors(adapters, weights, modules)

@@ -1,0 +1,278 @@
+"""Continual-learning strategies on a tiny model and the built-in tasks (CPU, seconds each):
+learning works, seq forgets where per_task does not, O-LoRA stays orthogonal, EWC/replay behave as
+specified against hand computations, and an interrupted sequence resumes to the identical adapter."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from adapter_hub import LoraConfig, attach
+from adapter_hub.continual import STRATEGIES, ContinualConfig, make_strategy
+from adapter_hub.continual.ewc import ewc_penalty, fisher_diagonal
+from adapter_hub.continual.replay import ReplayBuffer
+from adapter_hub.continual.runner import run_sequence
+from adapter_hub.data import load_task
+from adapter_hub.evaluate import score
+from adapter_hub.lora import detach, lora_layers, lora_parameters
+from adapter_hub.prompts import encode_examples
+from adapter_hub.train import TrainConfig, train_task
+from registry import Registry
+
+FAST = TrainConfig(lr=3e-3, steps=250, batch_size=16, progress=False)
+
+
+def config(steps: int = 250, r: int = 8) -> ContinualConfig:
+    return ContinualConfig(LoraConfig(r=r), TrainConfig(lr=3e-3, steps=steps, batch_size=16, progress=False), seed=0)
+
+
+def accuracy(model, tokenizer, adapter, task) -> float:
+    attach(model, adapter, name="scored")
+    try:
+        return score(model, tokenizer, task)["current"].accuracy
+    finally:
+        detach(model, "scored")
+
+
+@pytest.fixture(scope="module")
+def conflict():
+    return [load_task("builtin:sentiment"), load_task("builtin:sentiment_flip")]
+
+
+# ---- one task -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, chance", [("sentiment", 0.5), ("topic", 0.25), ("animal", 1 / 3),
+                                          ("sentiment_flip", 0.5)])
+def test_training_lowers_loss_and_beats_chance(tiny_model, tokenizer, name, chance):
+    model, task = tiny_model(), load_task(f"builtin:{name}")
+    before = score(model, tokenizer, task)["current"].accuracy
+    attach(model, LoraConfig(r=16), name="a", seed=0)
+    result = train_task(model, tokenizer, task, TrainConfig(lr=3e-3, steps=300, batch_size=16, progress=False))
+    after = score(model, tokenizer, task)["current"].accuracy
+    assert result.summary()["last"] < result.summary()["first"] / 3
+    assert after >= 0.85 and after > chance + 0.3 and before < chance + 0.2
+
+
+def test_training_is_deterministic_on_cpu(tiny_model, tokenizer):
+    task = load_task("builtin:topic")
+    finals = []
+    for _ in range(2):
+        model = attach(tiny_model(), LoraConfig(r=4), name="a", seed=1)
+        result = train_task(model, tokenizer, task, TrainConfig(lr=3e-3, steps=20, batch_size=8, seed=5, progress=False))
+        finals.append((result.losses, [p.detach().clone() for p in lora_parameters(model)]))
+    assert finals[0][0] == finals[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(finals[0][1], finals[1][1]))
+
+
+# ---- forgetting ------------------------------------------------------------------------------------
+
+
+def test_seq_forgets_the_conflicting_task_but_per_task_does_not(tiny_model, tokenizer, conflict):
+    model = tiny_model()
+    seq = run_sequence("seq", model, tokenizer, conflict, config())
+    first_then = accuracy(model, tokenizer, seq.steps[0].state, conflict[0])
+    first_after = accuracy(model, tokenizer, seq.steps[1].state, conflict[0])
+    assert first_then >= 0.9 and first_after <= first_then - 0.5  # measured: 1.00 -> 0.04
+
+    per_task = run_sequence("per_task", model, tokenizer, conflict, config())
+    own = [accuracy(model, tokenizer, per_task.steps[i].state, conflict[i]) for i in range(2)]
+    assert min(own) >= 0.9  # each task with its own adapter: nothing to forget
+    assert accuracy(model, tokenizer, per_task.steps[0].state, conflict[0]) == first_then  # same seed, same start
+
+
+def test_olora_keeps_new_subspaces_orthogonal(tiny_model, tokenizer, conflict):
+    model = tiny_model()
+    inc = run_sequence("inc", model, tokenizer, conflict, config())
+    olora = run_sequence("olora", model, tokenizer, conflict, config())
+    plain, orthogonal = inc.steps[1].info["orthogonality"], olora.steps[1].info["orthogonality"]
+    assert orthogonal < 0.1 * plain and orthogonal < 0.005  # measured: 0.0009 vs 0.064
+    state = olora.steps[1].state  # the state is the exact sum of both components
+    assert set(state.ranks.values()) == {16}
+
+
+def test_olora_loss_matches_a_hand_computation(tiny_model, tokenizer):
+    model = tiny_model()
+    strategy = make_strategy("olora", model, tokenizer, config(), lambda1=0.7, lambda2=0.3)
+    strategy.new_adapter("inc1", 1)
+    strategy.components.append("inc1")
+    strategy.new_adapter("inc2", 2)
+    with torch.no_grad():
+        for _, layer in lora_layers(model):
+            layer.lora_B["inc2"].normal_()
+    loss = strategy.extra_loss("inc2")()
+    orth, l2 = 0.0, 0.0
+    for _, layer in lora_layers(model):
+        A1, A2, B2 = (layer.lora_A["inc1"].detach().double(), layer.lora_A["inc2"].detach().double(),
+                      layer.lora_B["inc2"].detach().double())
+        orth += sum(abs(float(A1[j] @ A2[k])) for j in range(A1.shape[0]) for k in range(A2.shape[0]))
+        l2 += float(A2.pow(2).sum().sqrt() + B2.pow(2).sum().sqrt())
+    assert loss.item() == pytest.approx(0.7 * orth + 0.3 * l2, rel=1e-5)
+
+
+# ---- EWC --------------------------------------------------------------------------------------------
+
+
+def test_ewc_penalty_by_hand():
+    params = [torch.tensor([3.0, 4.0]), torch.tensor([[0.5]])]
+    fisher = [torch.tensor([1.0, 2.0]), torch.tensor([[4.0]])]
+    star = [torch.tensor([1.0, 1.0]), torch.tensor([[0.0]])]
+    # (λ/2)·Σ F(θ−θ*)² = (2/2)·(1·2² + 2·3² + 4·0.5²) = 4 + 18 + 1 = 23, plus a second task: (2/2)·(1·9+2·16+4·0.25) = 42
+    assert float(ewc_penalty(params, [(fisher, star)], lam=2.0)) == pytest.approx(23.0)
+    zeros = [torch.zeros(2), torch.zeros(1, 1)]
+    assert float(ewc_penalty(params, [(fisher, star), (fisher, zeros)], lam=2.0)) == pytest.approx(23.0 + 42.0)
+
+
+def test_fisher_is_the_mean_of_squared_per_example_gradients(tiny_model, tokenizer):
+    model = attach(tiny_model(), LoraConfig(r=2), name="a", seed=0)
+    with torch.no_grad():
+        for _, layer in lora_layers(model):
+            layer.lora_B["a"].normal_(0, 0.1)
+    task = load_task("builtin:topic")
+    examples, _ = encode_examples(tokenizer, task, task.train[:3], 256)
+    params = lora_parameters(model, ["a"])
+    ours = fisher_diagonal(model, params, examples, tokenizer.pad_token_id)
+    hand = [torch.zeros_like(p) for p in params]
+    for ex in examples:  # the answer loss written out: mean NLL of the answer tokens given everything before
+        ids = torch.tensor([ex.prompt + ex.target])
+        logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+        positions = range(len(ex.prompt) - 1, len(ex.prompt) + len(ex.target) - 1)
+        nll = -sum(logp[t, ids[0, t + 1]] for t in positions) / len(ex.target)
+        for h, g in zip(hand, torch.autograd.grad(nll, params)):
+            h += g.detach() ** 2 / len(examples)
+    for a, b in zip(ours, hand):
+        torch.testing.assert_close(a, b.to(a.dtype), rtol=1e-4, atol=1e-10)
+    assert any(float(f.sum()) > 0 for f in ours)
+
+
+def test_ewc_penalty_acts_during_training(tiny_model, tokenizer, conflict):
+    result = run_sequence("ewc", tiny_model(), tokenizer, conflict, config(steps=60), params={"lam": 1e4})
+    assert result.steps[0].train.extra_losses == [] and result.steps[1].train.extra_losses[-1] > 0
+
+
+# ---- replay ----------------------------------------------------------------------------------------
+
+
+def _tasks(n_tasks=3, size=100):
+    from adapter_hub.data import Example, Task
+
+    return [Task(f"t{i}", [Example(f"t{i}-{j}", "x") for j in range(size)], [Example("q", "x")], ["x"])
+            for i in range(n_tasks)]
+
+
+def test_balanced_replay_keeps_equal_shares():
+    buffer = ReplayBuffer(memory=30, sampling="balanced", seed=0)
+    expected = [{"t0": 30}, {"t0": 15, "t1": 15}, {"t0": 10, "t1": 10, "t2": 10}]
+    for task, counts in zip(_tasks(), expected):
+        buffer.add_task(task)
+        assert buffer.counts() == counts
+        assert len({ex.text for _, ex in buffer.items}) == sum(counts.values())  # no duplicates
+        assert all(ex.text.startswith(t.name) for t, ex in buffer.items)
+
+
+def test_reservoir_replay_is_uniform_over_the_stream():
+    shares, inclusion = {"t0": 0, "t1": 0, "t2": 0}, {}
+    seeds = 300
+    for seed in range(seeds):
+        buffer = ReplayBuffer(memory=30, sampling="reservoir", seed=seed)
+        for task in _tasks():
+            buffer.add_task(task)
+        assert len(buffer.items) == 30
+        for task, ex in buffer.items:
+            shares[task.name] += 1
+            inclusion[ex.text] = inclusion.get(ex.text, 0) + 1
+    for name in shares:  # every example has probability 30/300 of being kept: 1/3 of memory per task
+        assert shares[name] / (30 * seeds) == pytest.approx(1 / 3, abs=0.03)
+    first, last = inclusion.get("t0-0", 0) / seeds, inclusion.get("t2-99", 0) / seeds
+    assert first == pytest.approx(0.1, abs=0.06) and last == pytest.approx(0.1, abs=0.06)
+
+
+def test_replay_mixes_memory_into_training(tiny_model, tokenizer, conflict):
+    result = run_sequence("replay", tiny_model(), tokenizer, conflict, config(steps=40), params={"memory": 64})
+    assert result.steps[0].info["replayed"] == {} and result.steps[1].info["replayed"] == {"sentiment": 64}
+
+
+# ---- resume -----------------------------------------------------------------------------------------
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("strategy", ["seq", "olora", "replay", "ewc", "merge", "per_task", "mtl"])
+def test_resumed_sequence_equals_uninterrupted(tiny_model, tokenizer, tmp_path, strategy):
+    tasks = [load_task("builtin:sentiment", max_train=96), load_task("builtin:topic", max_train=96),
+             load_task("builtin:animal", max_train=96)]
+    cfg = config(steps=12, r=4)
+    full = run_sequence(strategy, tiny_model(), tokenizer, tasks, cfg, registry=Registry.open(tmp_path / "a"), run="r")
+
+    def stop_after_two(result, ref):
+        if result.step == 2:
+            raise Interrupt
+
+    reg = Registry.open(tmp_path / "b")
+    with pytest.raises(Interrupt):
+        run_sequence(strategy, tiny_model(), tokenizer, tasks, cfg, registry=reg, run="r", on_step=stop_after_two)
+    resumed = run_sequence(strategy, tiny_model(), tokenizer, tasks, cfg, registry=reg, run="r")
+    assert resumed.resumed == 2 and len(resumed.steps) == 3
+    a, b = full.steps[-1].state, resumed.steps[-1].state
+    assert a.modules.keys() == b.modules.keys()
+    for m in a.modules:
+        assert torch.equal(a.modules[m].A, b.modules[m].A) and torch.equal(a.modules[m].B, b.modules[m].B), m
+
+
+# ---- the registry record -----------------------------------------------------------------------------
+
+
+def test_every_state_is_registered_with_lineage_and_metadata(tiny_model, tokenizer, conflict, tmp_path):
+    reg = Registry.open(tmp_path / "r")
+    out = run_sequence("seq", tiny_model(), tokenizer, conflict, config(steps=20), registry=reg, run="demo")
+    assert out.refs == ["sentiment:1", "sentiment_flip:1"]
+    second = reg.get("sentiment_flip:1")
+    assert second.tags == {"run": "demo", "strategy": "seq", "step": "2", "role": "state"}
+    assert second.metadata["strategy"] == "seq" and second.metadata["sequence"] == ["sentiment", "sentiment_flip"]
+    assert second.metadata["loss"]["steps"] == 20 and len(second.metadata["loss"]["curve"]) == 10
+    assert second.base_model == "tiny-llama" and second.metadata["lora"]["r"] == 8
+    assert [(e.parent, e.kind) for e in reg.lineage("sentiment_flip:1")] == [("sentiment:1", "trained_from")]
+
+    merged = run_sequence("merge", tiny_model(), tokenizer, conflict, config(steps=20), registry=reg, run="m")
+    edges = reg.lineage(merged.refs[1], max_depth=1)
+    assert {e.kind for e in edges} == {"merged_from"} and len(edges) == 2
+    assert {reg.get(e.parent).tags["role"] for e in edges} == {"component"}
+
+
+def test_strategy_selection_errors(tiny_model, tokenizer):
+    assert sorted(STRATEGIES) == sorted(["seq", "inc", "olora", "replay", "ewc", "per_task", "mtl", "merge"])
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        make_strategy("nope", tiny_model(), tokenizer, config())
+    with pytest.raises(ValueError, match="has no parameter"):
+        make_strategy("olora", tiny_model(), tokenizer, config(), lamda1=0.5)
+    with pytest.raises(ValueError, match="needs a run name"):
+        run_sequence("seq", tiny_model(), tokenizer, [load_task("builtin:topic")], config(), registry=object())
+
+
+def test_mtl_learns_both_conflicting_tasks(tiny_model, tokenizer, conflict):
+    model = tiny_model()
+    result = run_sequence("mtl", model, tokenizer, conflict, config())
+    final = result.steps[-1].state
+    assert min(accuracy(model, tokenizer, final, t) for t in conflict) >= 0.75  # measured 0.86 / 0.94
+    assert result.steps[-1].train.steps == 2 * 250  # from scratch, with the budget of both tasks
+
+
+def test_replay_buffer_rejects_bad_settings():
+    with pytest.raises(ValueError, match="sampling"):
+        ReplayBuffer(10, "fifo", 0)
+    with pytest.raises(ValueError, match="memory"):
+        ReplayBuffer(-1, "balanced", 0)
+
+
+def test_replay_buffer_ignores_the_global_random_state():
+    picks = []
+    for global_seed in (1, 2):
+        random.seed(global_seed)
+        buffer = ReplayBuffer(memory=10, sampling="balanced", seed=0)
+        buffer.add_task(_tasks(1)[0])
+        picks.append([ex.text for _, ex in buffer.items])
+    assert picks[0] == picks[1]
