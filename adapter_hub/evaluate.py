@@ -15,6 +15,7 @@ adapter (lora.route), so one pass over the test set serves all states.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import re
 from collections import Counter
@@ -36,7 +37,7 @@ LOGITS_CHUNK = 2**24  # floats of logits materialised at once (64 MB in fp32), w
 @dataclass
 class EvalConfig:
     scorer: Literal["loglik", "generate"] = "loglik"  # loglik is cheaper and never fails to parse
-    batch_size: int = 32  # prompt rows per forward; rows = examples x states
+    batch_size: int = 32  # examples per forward; with states, each example is one row per state
     max_length: int = 256  # must match training's so the model sees the format it learnt
     max_new_tokens: int | None = None  # generate: default = longest label + 2 (or 32 for free text)
 
@@ -95,8 +96,9 @@ def score(
     model.eval()
     try:
         with torch.inference_mode(), _autocast(model):
-            for start in range(0, len(rows), config.batch_size):
-                chunk = rows[start:start + config.batch_size]
+            per_batch = config.batch_size * len(keys)  # rows of one example stay together (stable sort)
+            for start in range(0, len(rows), per_batch):
+                chunk = rows[start:start + per_batch]
                 batch_prompts = [prompts[e] for e, _ in chunk]
                 row_states = [keys[s] for _, s in chunk] if routed else None
                 if config.scorer == "loglik":
@@ -291,3 +293,69 @@ def token_f1(prediction: str, target: str) -> float:
         return 0.0
     precision, recall = common / len(p), common / len(t)
     return 2 * precision * recall / (precision + recall)
+
+
+# --------------------------------------------------------------------------------------------------
+# Many states on many tasks
+# --------------------------------------------------------------------------------------------------
+
+StateSpec = "LoraAdapter | None | dict[str, LoraAdapter | None]"
+
+
+def _adapter_for(spec, task_name: str):
+    return spec.get(task_name) if isinstance(spec, dict) else spec
+
+
+def evaluate_states(model: nn.Module, tokenizer, tasks: Sequence[Task], states: dict[str, object],
+                    config: EvalConfig | None = None) -> dict[str, dict[str, TaskScore]]:
+    """Score every state on every task: {label: {task: TaskScore}}.
+
+    A state is a LoraAdapter (used for every task), None (the bare base model), or {task: adapter}
+    (per_task: each task with its own). Each distinct adapter is attached once; each task is then
+    scored in ONE routed pass whose rows cover all the states at once.
+    """
+    from adapter_hub.lora import attach, detach
+
+    names: dict[int, str] = {}
+    try:
+        for spec in states.values():
+            for task in tasks:
+                adapter = _adapter_for(spec, task.name)
+                if adapter is not None and id(adapter) not in names:
+                    names[id(adapter)] = f"__eval{len(names)}"
+                    attach(model, adapter, name=names[id(adapter)], activate="none", trainable=False)
+        results: dict[str, dict[str, TaskScore]] = {label: {} for label in states}
+        for task in tasks:
+            keys = {label: (names[id(a)] if (a := _adapter_for(spec, task.name)) is not None else None)
+                    for label, spec in states.items()}
+            unique = list(dict.fromkeys(keys.values()))
+            scored = score(model, tokenizer, task, states=unique, config=config)
+            for label, key in keys.items():
+                results[label][task.name] = dataclasses.replace(scored[key], state=label)
+        return results
+    finally:
+        for name in names.values():
+            detach(model, name)
+
+
+def evaluate_states_loop(model: nn.Module, tokenizer, tasks: Sequence[Task], states: dict[str, object],
+                         config: EvalConfig | None = None) -> dict[str, dict[str, TaskScore]]:
+    """The same results the slow way — attach, score, detach, one (state, task) at a time. It is the
+    reference the routed evaluation is tested and benchmarked against."""
+    from adapter_hub.lora import adapters_disabled, attach, detach
+
+    results: dict[str, dict[str, TaskScore]] = {label: {} for label in states}
+    for label, spec in states.items():
+        for task in tasks:
+            adapter = _adapter_for(spec, task.name)
+            if adapter is None:
+                with adapters_disabled(model):
+                    scored = score(model, tokenizer, task, config=config)[CURRENT]
+            else:
+                attach(model, adapter, name="__loop")
+                try:
+                    scored = score(model, tokenizer, task, config=config)[CURRENT]
+                finally:
+                    detach(model, "__loop")
+            results[label][task.name] = dataclasses.replace(scored, state=label)
+    return results

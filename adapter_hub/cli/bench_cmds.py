@@ -1,0 +1,162 @@
+"""Benchmark and evaluation commands. `bench list/show/compare` read the registry only (no torch);
+`bench run`, `bench report` and `eval` import what they need when called."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from adapter_hub.cli import Context, cli, pass_ctx
+from adapter_hub.cli.output import emit_json, table
+
+
+@cli.group()
+def bench() -> None:
+    """Continual-learning benchmark runs: every strategy on the same tasks, model and budget."""
+
+
+@bench.command("run")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", help="Run name (default: the config's name, else bench-<time>).")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder holding the config's named tasks (e.g. the CL_Benchmark folder).")
+@click.option("--device", help="auto, cpu or cuda (overrides the config).")
+@click.option("--no-resume", is_flag=True, help="Refuse to continue a run of the same name.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the report into this folder when the run is done.")
+@pass_ctx
+def bench_run(ctx: Context, config_path: Path, name, data_root, device, no_resume, report_dir) -> None:
+    """Train every strategy of CONFIG (TOML) through its task sequence, evaluate after every task, store it all."""
+    from adapter_hub.bench import BenchConfig, run_bench
+
+    config = BenchConfig.from_toml(config_path, data_root=str(data_root) if data_root else None, device=device)
+    run = run_bench(config, ctx.registry(), name=name or config.name or config_path.stem, resume=not no_resume,
+                    echo=lambda m: click.echo(m, err=True))
+    _print_comparison([run])
+    if report_dir is not None:
+        from adapter_hub.report import write_report
+
+        write_report(run, report_dir)
+        click.echo(f"report: {report_dir / 'report.md'}", err=True)
+
+
+@bench.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def bench_list(ctx: Context, as_json: bool) -> None:
+    """List benchmark runs."""
+    runs = ctx.registry().list_runs()
+    if as_json:
+        emit_json([{"name": r.name, "status": r.status, "created_at": r.created_at.isoformat(),
+                    "tasks": r.results.get("tasks") or r.config.get("tasks"),
+                    "strategies": list((r.results.get("strategies") or {}).keys())} for r in runs])
+        return
+    table(["run", "status", "created (UTC)", "tasks", "strategies"],
+          [[r.name, r.status, f"{r.created_at:%Y-%m-%d %H:%M}", " → ".join(r.results.get("tasks") or
+            [str(t) for t in r.config.get("tasks", [])]), ", ".join(s.get("label") or s.get("name")
+            for s in r.config.get("strategies", []))] for r in runs])
+
+
+@bench.command("show")
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@pass_ctx
+def bench_show(ctx: Context, run: str, as_json: bool) -> None:
+    """Show one run: per strategy, the accuracy matrix and its metrics."""
+    from adapter_hub.report import fmt
+
+    info = ctx.registry().get_run(run)
+    if as_json:
+        emit_json(info.to_dict())
+        return
+    tasks = info.results.get("tasks") or []
+    click.echo(f"run {info.name}: {info.status}; base model {info.config.get('base_model')}; "
+               f"scorer {info.results.get('scorer')}")
+    for label, entry in (info.results.get("strategies") or {}).items():
+        if "matrix" not in entry:
+            click.echo(f"{label}: trained {len(entry.get('states') or [])} step(s), not evaluated yet")
+            continue
+        table(["after \\ on", *tasks, "version"],
+              [[tasks[i], *(fmt(v) for v in row), (entry.get("states") or [None] * len(tasks))[i]]
+               for i, row in enumerate(entry["matrix"])], title=f"{label} ({entry['strategy']})")
+    if info.results.get("strategies"):
+        _print_comparison([info])
+
+
+@bench.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def bench_compare(ctx: Context, runs: tuple[str, ...], as_json: bool) -> None:
+    """Strategies side by side (ACC, BWT, FWT, forgetting, intransigence, time) across one or more runs."""
+    reg = ctx.registry()
+    infos = [reg.get_run(r) for r in runs]
+    if as_json:
+        emit_json([{"run": i.name, "strategy": label, "metrics": e.get("metrics"), "train_seconds": e.get("train_seconds")}
+                   for i in infos for label, e in (i.results.get("strategies") or {}).items()])
+    else:
+        _print_comparison(infos)
+
+
+@bench.command("report")
+@click.argument("run")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write into.")
+@pass_ctx
+def bench_report(ctx: Context, run: str, out: Path) -> None:
+    """Write report.md, a heatmap of R per strategy, accuracy curves and results.json into --out."""
+    from adapter_hub.report import write_report
+
+    for path in write_report(ctx.registry().get_run(run), out):
+        click.echo(str(path))
+
+
+def _print_comparison(runs) -> None:
+    from adapter_hub.report import COMPARISON_HEADER, comparison_rows
+
+    table(COMPARISON_HEADER, comparison_rows(runs), title="strategies compared")
+
+
+@cli.command("eval")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--data", "specs", multiple=True, required=True, metavar="SPEC",
+              help="A task to score on: folder, builtin:NAME or hf:ID (repeatable).")
+@click.option("--base-model", help="Base model (default: the first version's recorded base model).")
+@click.option("--scorer", type=click.Choice(["loglik", "generate"]), default="loglik", show_default=True)
+@click.option("--max-test", type=int, help="Score at most this many test examples per task (seeded sample).")
+@click.option("--batch-size", default=32, show_default=True, help="Examples per forward.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--with-base", is_flag=True, help="Also score the bare base model.")
+@click.option("--record/--no-record", default=True, show_default=True, help="Store the results as evaluations.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def eval_cmd(ctx: Context, refs, specs, base_model, scorer, max_test, batch_size, device, with_base, record, as_json):
+    """Score registry versions REF... on tasks: every version on every task, one routed pass per task."""
+    from adapter_hub.data import load_tasks
+    from adapter_hub.evaluate import EvalConfig, evaluate_states
+    from adapter_hub.models import load_base_model, load_tokenizer
+    from adapter_hub.report import fmt
+    from adapter_hub.train import resolve_device
+
+    reg = ctx.registry()
+    versions = [reg.get(r) for r in refs]
+    tasks = load_tasks(list(specs), max_test=max_test)
+    base_model = base_model or versions[0].base_model
+    if not base_model:
+        raise click.UsageError("the versions record no base model; pass --base-model")
+    adapters = {v.ref: reg.load(v.ref) for v in versions}
+    states = {**adapters, **({"base": None} if with_base else {})}
+    model = load_base_model(base_model, device=resolve_device(device))
+    scores = evaluate_states(model, load_tokenizer(base_model), tasks, states,
+                             EvalConfig(scorer=scorer, batch_size=batch_size))
+    if record:
+        for ref in adapters:
+            for t in tasks:
+                s = scores[ref][t.name]
+                reg.record_evaluation(ref, task=t.name, metric="accuracy", value=s.accuracy, dataset=t.fingerprint(),
+                                      scorer=s.scorer)
+    if as_json:
+        emit_json({label: {t: s.to_dict() for t, s in per.items()} for label, per in scores.items()})
+    else:
+        table(["version", *(t.name for t in tasks)], [[label, *(fmt(scores[label][t.name].accuracy) for t in tasks)]
+                                                      for label in states], title=f"accuracy ({scorer})")

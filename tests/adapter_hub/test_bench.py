@@ -1,0 +1,142 @@
+"""bench run -> bench report end to end on the tiny model, and resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from adapter_hub.bench import BenchConfig, run_bench
+from adapter_hub.cli import cli
+from adapter_hub.metrics import summarize
+from registry import Registry
+
+CONFIG = """
+name = "{name}"
+base_model = "tiny-llama"
+tasks = ["builtin:topic", "builtin:sentiment"]
+max_train = 128
+max_test = 48
+[lora]
+r = 4
+[train]
+steps = 40
+lr = 3e-3
+batch_size = 16
+max_length = 96
+progress = false
+[eval]
+batch_size = 16
+[[strategies]]
+name = "seq"
+[[strategies]]
+name = "per_task"
+[[strategies]]
+name = "mtl"
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "bench.toml"
+    path.write_text(CONFIG.format(name="e2e"))
+    return path
+
+
+def test_bench_run_then_report(tmp_path, config_file):
+    location = str(tmp_path / "registry")
+
+    def run(*args):
+        result = CliRunner().invoke(cli, ["--registry", location, *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = run("bench", "run", str(config_file))
+    assert "strategies compared" in out and "per_task" in out
+    info = Registry.open(location).get_run("e2e")
+    assert info.status == "done"
+    results = info.results
+    assert results["tasks"] == ["topic", "sentiment"] and len(results["base"]) == 2
+    for label in ("seq", "per_task", "mtl"):
+        entry = results["strategies"][label]
+        R = entry["matrix"]
+        assert len(R) == 2 and all(len(row) == 2 and all(0 <= v <= 1 for v in row) for row in R)
+        expected = summarize(R, base=results["base"], reference=results["strategies"]["mtl"]["matrix"])
+        assert entry["metrics"] == expected  # JSON round-trips floats exactly
+        assert len(entry["states"]) == 2
+    assert results["strategies"]["per_task"]["metrics"]["forgetting"] == 0.0
+    assert results["strategies"]["mtl"]["metrics"]["intransigence"] == 0.0
+    # every matrix cell is traceable: recorded as an evaluation of the version behind it
+    reg = Registry.open(location)
+    seq_after_2 = results["strategies"]["seq"]["states"][1]
+    recorded = {e["task"]: e["value"] for e in reg.evaluations(seq_after_2) if e["metric"] == "accuracy"}
+    assert recorded == dict(zip(results["tasks"], results["strategies"]["seq"]["matrix"][1]))
+    steps = reg.get_run("e2e").steps
+    assert [(s.strategy, s.step, s.version) for s in steps if s.strategy == "seq"] == [
+        ("seq", 1, results["strategies"]["seq"]["states"][0]), ("seq", 2, seq_after_2)]
+
+    assert json.loads(run("bench", "list", "--json"))[0]["status"] == "done"
+    assert json.loads(run("bench", "show", "e2e", "--json"))["results"]["tasks"] == ["topic", "sentiment"]
+    assert "seq" in run("bench", "compare", "e2e") and "after \\ on" in run("bench", "show", "e2e")
+    report = tmp_path / "report"
+    run("bench", "report", "e2e", "--out", str(report))
+    for name in ("heatmap_seq.png", "heatmap_per_task.png", "heatmap_mtl.png", "accuracy_over_sequence.png"):
+        data = (report / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+    markdown = (report / "report.md").read_text()
+    assert markdown.count("| seq |") == 1 and "![R for per_task](heatmap_per_task.png)" in markdown
+    assert "Chaudhry" in markdown and "Avalanche" in markdown
+    assert json.loads((report / "results.json").read_text())["results"]["strategies"]["seq"]["matrix"] == \
+        results["strategies"]["seq"]["matrix"]
+
+
+class Stop(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_matrix(tmp_path):
+    import tomllib
+
+    raw = tomllib.loads(CONFIG.format(name="r"))
+    reference = run_bench(BenchConfig.from_dict(raw), Registry.open(tmp_path / "a"), echo=lambda m: None)
+
+    def stop(label, result, ref):
+        if label == "per_task" and result.step == 1:
+            raise Stop
+
+    reg = Registry.open(tmp_path / "b")
+    with pytest.raises(Stop):
+        run_bench(BenchConfig.from_dict(raw), reg, echo=lambda m: None, on_step=stop)
+    assert reg.get_run("r").status == "failed"
+    resumed = run_bench(BenchConfig.from_dict(raw), reg, echo=lambda m: None)
+    assert resumed.status == "done"
+    for label in ("seq", "per_task", "mtl"):
+        assert resumed.results["strategies"][label]["matrix"] == reference.results["strategies"][label]["matrix"]
+    assert resumed.results["strategies"]["seq"]["resumed_steps"] == 2
+    assert resumed.results["strategies"]["per_task"]["resumed_steps"] == 1
+    assert len(reg.versions("topic")) == len(Registry.open(tmp_path / "a").versions("topic"))  # nothing retrained twice
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"tasks": [], "strategies": [{"name": "seq"}]}, "needs tasks"),
+    ({"tasks": ["builtin:topic"], "strategies": []}, "at least one"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "colour": 1}, "unknown bench config key"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "train": {"lrr": 1}}, r"unknown \[train\]"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}, {"name": "seq"}]}, "labels must be unique"),
+])
+def test_bad_configs(raw, message):
+    with pytest.raises(ValueError, match=message):
+        BenchConfig.from_dict(raw)
+
+
+def test_unknown_strategy_and_bad_data_fail_before_anything_is_written(tmp_path):
+    reg = Registry.open(tmp_path / "r")
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        run_bench(BenchConfig.from_dict({"tasks": ["builtin:topic"], "strategies": [{"name": "nope"}]}), reg)
+    from adapter_hub.data import DataError
+
+    with pytest.raises(DataError, match="no such task folder"):
+        run_bench(BenchConfig.from_dict({"tasks": ["missing-task"], "data_root": str(tmp_path),
+                                         "strategies": [{"name": "seq"}]}), reg)
+    assert reg.list_runs() == []

@@ -1,0 +1,98 @@
+"""CUDA checks (marked gpu: skipped on CPU machines with the reason printed; run by scripts/gpu_check.sh).
+
+This file imports only the tensor side of the package, so it runs on a GPU image that has torch,
+transformers and peft but not the registry's database packages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adapter_hub import LoraAdapter, LoraConfig, attach, ops
+from adapter_hub.data import load_task
+from adapter_hub.evaluate import CURRENT, EvalConfig, score
+from adapter_hub.lora import detach, lora_layers, merge_adapter, route, set_active, unmerge_adapter
+from adapter_hub.train import TrainConfig, train_task
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+def _randomise(model, name, seed, std=0.05):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, layer in lora_layers(model):
+            if name in layer.lora_B:
+                layer.lora_B[name].copy_(torch.randn(layer.lora_B[name].shape, generator=g).to(layer.lora_B[name]) * std)
+
+
+def test_routing_on_cuda_matches_each_adapter_alone(tiny_model):
+    model = tiny_model().to(CUDA)
+    x = torch.randint(0, 256, (5, 16), device=CUDA)
+    for i, name in enumerate("abc"):
+        attach(model, LoraConfig(r=4 + i), name=name, seed=i)
+        _randomise(model, name, i)
+    alone = {}
+    for name in "abc":
+        set_active(model, name)
+        alone[name] = model(x).logits
+    rows = ["a", "b", "c", "a", "b"]
+    with torch.no_grad(), route(model, rows):
+        mixed = model(x).logits
+    for i, name in enumerate(rows):
+        torch.testing.assert_close(mixed[i], alone[name][i], atol=1e-4, rtol=1e-4)
+
+
+def test_merge_and_unmerge_on_cuda(tiny_model):
+    model = tiny_model().to(CUDA)
+    x = torch.randint(0, 256, (2, 12), device=CUDA)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    attach(model, LoraConfig(r=8), name="a", seed=0)
+    _randomise(model, "a", 0, std=0.02)
+    attached = model(x).logits
+    merge_adapter(model, "a")
+    torch.testing.assert_close(model(x).logits, attached, atol=1e-4, rtol=1e-4)
+    unmerge_adapter(model, "a")
+    detach(model)
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all((after[k] - v).abs().max() <= 1e-5 for k, v in before.items())
+
+
+def test_training_on_cuda_uses_bf16_autocast_and_learns(tiny_model, tokenizer):
+    model = attach(tiny_model().to(CUDA), LoraConfig(r=16), name="a", seed=0)
+    task = load_task("builtin:sentiment")
+    result = train_task(model, tokenizer, task, TrainConfig(lr=3e-3, steps=250, batch_size=16, progress=False))
+    assert result.summary()["last"] < result.summary()["first"] / 3
+    assert score(model, tokenizer, task)[CURRENT].accuracy >= 0.85
+
+
+def test_cuda_bf16_evaluation_agrees_with_cpu_fp32(tiny_model, tokenizer):
+    task = load_task("builtin:topic")
+    cpu = attach(tiny_model(), LoraConfig(r=16), name="a", seed=0)
+    train_task(cpu, tokenizer, task, TrainConfig(lr=3e-3, steps=250, batch_size=16, progress=False))
+    adapter = LoraAdapter.from_model(cpu, "a")
+    on_cpu = score(cpu, tokenizer, task, config=EvalConfig())[CURRENT]
+    gpu = attach(tiny_model().to(CUDA), adapter, name="a")
+    on_gpu = score(gpu, tokenizer, task, config=EvalConfig())[CURRENT]
+    same = sum(a == b for a, b in zip(on_cpu.predictions, on_gpu.predictions)) / len(on_cpu.predictions)
+    assert abs(on_cpu.accuracy - on_gpu.accuracy) <= 0.03 and same >= 0.95
+
+
+def test_arithmetic_on_cuda_matches_cpu():
+    g = torch.Generator().manual_seed(0)
+    from adapter_hub.adapter import ModuleFactors
+
+    def adapter(r):
+        modules = {"m": ModuleFactors(torch.randn(r, 64, generator=g), torch.randn(48, r, generator=g))}
+        return LoraAdapter(modules, LoraConfig(r=r, alpha=2.0 * r, target_modules=["m"]))
+
+    a, b = adapter(4), adapter(6)
+    for make in (lambda x, y: ops.reduce_rank(ops.linear([x, y], [0.7, -0.3]), rank=5),
+                 lambda x, y: ops.merge([x, y], "ties", density=0.3, rank=8)):
+        on_cpu = make(a, b).delta_weight("m")
+        on_gpu = make(a.to(CUDA), b.to(CUDA)).delta_weight("m").cpu()
+        torch.testing.assert_close(on_gpu, on_cpu, atol=1e-4, rtol=1e-4)
+    first = ops.merge([a.to(CUDA), b.to(CUDA)], "dare_ties", density=0.5, seed=3).delta_weight("m")
+    again = ops.merge([a.to(CUDA), b.to(CUDA)], "dare_ties", density=0.5, seed=3).delta_weight("m")
+    assert torch.equal(first, again)
