@@ -299,9 +299,6 @@ def token_f1(prediction: str, target: str) -> float:
 # Many states on many tasks
 # --------------------------------------------------------------------------------------------------
 
-StateSpec = "LoraAdapter | None | dict[str, LoraAdapter | None]"
-
-
 def _adapter_for(spec, task_name: str):
     return spec.get(task_name) if isinstance(spec, dict) else spec
 

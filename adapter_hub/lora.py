@@ -393,7 +393,7 @@ def detach(model: nn.Module, name: str | None = None) -> nn.Module:
         state.provenance.pop(n, None)
     state.active = [(n, w) for n, w in state.active if n not in names]
     if not state.configs:
-        object.__delattr__(model, STATE_ATTR) if STATE_ATTR in model.__dict__ else None
+        model.__dict__.pop(STATE_ATTR, None)  # nothing attached: the model is exactly the original again
     return model
 
 

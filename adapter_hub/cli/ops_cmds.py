@@ -22,11 +22,15 @@ def _output_options(fn):
     return fn
 
 
-def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str | None) -> None:
+def _require_destination(task: str | None, out: Path | None) -> None:
+    """Checked before any adapter is loaded or computed."""
     if task is None and out is None:
         raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
     if out is not None and out.exists() and any(out.iterdir()):
         raise click.UsageError(f"--out {out} exists and is not empty")
+
+
+def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str | None) -> None:
     if task is not None:
         from registry.refs import check_name
 
@@ -72,8 +76,7 @@ def _weights(text: str | None, n: int) -> list[float] | None:
 def merge(ctx: Context, refs, method, weights, density, lam, divisor, seed, rank, energy, space, allow_partial,
           task, out, note) -> None:
     """Merge the adapters REF... with a published method and register the result."""
-    if task is None and out is None:
-        raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
+    _require_destination(task, out)
     from adapter_hub import ops
 
     reg = ctx.registry()
@@ -95,8 +98,7 @@ def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, no
 
     Names may contain '-': write a space before a minus that subtracts (`a - b`).
     """
-    if task is None and out is None:
-        raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
+    _require_destination(task, out)
     from adapter_hub.ops.compose import compose as run_compose, parse
 
     parse(expression)  # syntax errors before opening anything
@@ -111,8 +113,7 @@ def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, no
 @pass_ctx
 def scale(ctx: Context, ref, factor, task, out, note) -> None:
     """Multiply the adapter REF's ΔW by FACTOR (negative allowed: `scale a:1 -1` negates)."""
-    if task is None and out is None:
-        raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
+    _require_destination(task, out)
     from adapter_hub import ops
 
     _deliver(ctx, ops.scale(ctx.registry().load(ref), factor), task, out, note)
@@ -127,8 +128,7 @@ def scale(ctx: Context, ref, factor, task, out, note) -> None:
 @pass_ctx
 def reduce_rank(ctx: Context, ref, rank, energy, budget, task, out, note) -> None:
     """Compress the adapter REF to a lower rank: the optimal approximation, from its factors alone."""
-    if task is None and out is None:
-        raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
+    _require_destination(task, out)
     from adapter_hub import ops
 
     _deliver(ctx, ops.reduce_rank(ctx.registry().load(ref), rank, energy=energy, budget=budget), task, out, note)
