@@ -7,14 +7,19 @@ Scorers (recorded with every result):
   "generate"  greedy decoding, then exact match (the O-LoRA paper's metric for classification: this is
               where a model drifting to the latest task's labels shows) and token F1 for free text.
 
+The instruction that every prompt of a task starts with is encoded once per state and its KV cache
+reused by every batch (shared_prefix), so an example pays only for its own input and the answer.
+
 Multi-state evaluation: pass `states=[...]` (adapter names attached to the model, None = bare base)
 and every test example is scored under every state in the same batches, each row routed to its own
-adapter (lora.route), so one pass over the test set serves all states.
+adapter (lora.route), so one pass over the test set serves all states. Rows are laid out state by
+state, so route() serves each adapter's block with plain GEMMs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import inspect
 import re
@@ -40,6 +45,9 @@ class EvalConfig:
     batch_size: int = 32  # examples per forward; with states, each example is one row per state
     max_length: int = 256  # must match training's so the model sees the format it learnt
     max_new_tokens: int | None = None  # generate: default = longest label + 2 (or 32 for free text)
+    # Encode the tokens all prompts of a task start with (the instruction) once per state and reuse
+    # their KV cache: same scores up to float rounding, ~half the prompt compute on short inputs.
+    shared_prefix: bool = True
 
     def __post_init__(self) -> None:
         if self.scorer not in ("loglik", "generate"):
@@ -89,22 +97,25 @@ def score(
         ids, cut = encode_prompt(tokenizer, task, ex.text, config.max_length, reserve=reserve)
         prompts.append(ids)
         truncated += cut
-    rows = [(e, s) for e in range(len(examples)) for s in range(len(keys))]
-    rows.sort(key=lambda r: len(prompts[r[0]]))  # length buckets: little padding per batch
+    order = sorted(range(len(examples)), key=lambda e: len(prompts[e]))  # length buckets: little padding
+    head_len = _shared_prefix_length(prompts) if config.shared_prefix else 0
     predictions: dict[tuple[int, int], str] = {}
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), _autocast(model):
-            per_batch = config.batch_size * len(keys)  # rows of one example stay together (stable sort)
-            for start in range(0, len(rows), per_batch):
-                chunk = rows[start:start + per_batch]
-                batch_prompts = [prompts[e] for e, _ in chunk]
+            prefix = _encode_prefix(model, prompts[0][:head_len], keys if routed else None) if head_len else None
+            for start in range(0, len(order), config.batch_size):
+                # One row per (state, example), state by state: each adapter's rows form one block,
+                # which route() serves with a plain GEMM pair per adapter instead of a per-row gather.
+                chunk = [(e, s) for s in range(len(keys)) for e in order[start:start + config.batch_size]]
+                batch_prompts = [prompts[e][head_len:] for e, _ in chunk]
                 row_states = [keys[s] for _, s in chunk] if routed else None
                 if config.scorer == "loglik":
-                    preds = _rank_labels(model, tokenizer, task.labels, batch_prompts, row_states)
+                    preds = _rank_labels(model, tokenizer, task.labels, batch_prompts, row_states, prefix)
                 else:
-                    preds = _greedy(model, tokenizer, batch_prompts, row_states, config.max_new_tokens or reserve)
+                    preds = _greedy(model, tokenizer, batch_prompts, row_states,
+                                    config.max_new_tokens or reserve, prefix)
                 predictions.update(zip(chunk, preds))
     finally:
         model.train(was_training)
@@ -116,6 +127,47 @@ def score(
         f1 = None if config.scorer == "loglik" else sum(map(token_f1, preds, targets)) / len(examples)
         results[key] = TaskScore(task.name, key, config.scorer, em, len(examples), f1, truncated, preds)
     return results
+
+
+MIN_SHARED_PREFIX = 4  # below this, copying the prefix cache costs about what it saves
+
+
+def _shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with, leaving each prompt at least one token of its own."""
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+@dataclass
+class _Prefix:
+    """The shared instruction, encoded once: one cache row per state, in the batch's state order."""
+
+    cache: object
+    length: int
+    rows: int
+
+    def expand(self, batch_rows: int) -> object:
+        """A fresh cache whose rows line up with a state-major batch of batch_rows rows."""
+        cache = copy.deepcopy(self.cache)  # the forward extends it in place: never touch the original
+        cache.batch_repeat_interleave(batch_rows // self.rows)
+        return cache
+
+
+def _encode_prefix(model: nn.Module, head: list[int], states: Sequence[str | None] | None) -> _Prefix:
+    device = next(model.parameters()).device
+    rows = 1 if states is None else len(states)
+    ids = torch.tensor([head] * rows, device=device)
+    mask = torch.ones_like(ids)
+    positions = torch.arange(len(head), device=device).expand(rows, -1)
+    with _maybe_route(model, states):
+        _, cache = _run(model, ids, mask, positions)
+    return _Prefix(cache, len(head), rows)
 
 
 def _answer_budget(tokenizer, task: Task, config: EvalConfig) -> int:
@@ -209,7 +261,25 @@ def _autocast(model: nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states) -> list[str]:
+def _prompt_pass(model, pad_id: int, prompts, prefix: _Prefix | None):
+    """Run the (left-padded) prompts after the shared prefix; hidden states, cache, mask, positions.
+
+    With a prefix, a row reads [prefix][padding][own tokens]: the mask hides the padding in the
+    middle and positions continue from the prefix, so each row sees exactly its own whole prompt.
+    Call inside the routing block of the batch's rows.
+    """
+    device = next(model.parameters()).device
+    ids, mask, positions = _left_pad(prompts, pad_id, device)
+    cache = None
+    if prefix is not None:
+        cache = prefix.expand(ids.shape[0])
+        mask = torch.cat([torch.ones((ids.shape[0], prefix.length), dtype=mask.dtype, device=device), mask], 1)
+        positions = positions + prefix.length
+    hidden, cache = _run(model, ids, mask, positions, cache)
+    return hidden, cache, mask, positions
+
+
+def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states, prefix: _Prefix | None = None) -> list[str]:
     device = next(model.parameters()).device
     cands = [encode_target(tokenizer, label, eos=False) for label in labels]
     K, L = len(cands), max(map(len, cands))
@@ -219,10 +289,9 @@ def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states) -> li
         cand_ids[k, :len(c)] = torch.tensor(c)
         cand_mask[k, :len(c)] = 1
     cand_ids, cand_mask = cand_ids.to(device), cand_mask.to(device)
-    ids, mask, positions = _left_pad(prompts, tokenizer.pad_token_id, device)
-    N = ids.shape[0]
     with _maybe_route(model, row_states):
-        hidden, cache = _run(model, ids, mask, positions)
+        hidden, cache, mask, positions = _prompt_pass(model, tokenizer.pad_token_id, prompts, prefix)
+    N = hidden.shape[0]
     total = _next_token_logprobs(model, hidden[:, -1])[:, cand_ids[:, 0]]  # (N, K): log p(c_0 | prompt)
     if L > 1:
         cache.batch_repeat_interleave(K)
@@ -240,15 +309,14 @@ def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states) -> li
     return [labels[k] for k in best]
 
 
-def _greedy(model, tokenizer, prompts, row_states, max_new_tokens: int) -> list[str]:
+def _greedy(model, tokenizer, prompts, row_states, max_new_tokens: int, prefix: _Prefix | None = None) -> list[str]:
     device = next(model.parameters()).device
-    ids, mask, positions = _left_pad(prompts, tokenizer.pad_token_id, device)
-    N = ids.shape[0]
+    N = len(prompts)
     eos = tokenizer.eos_token_id
     generated = torch.full((N, max_new_tokens), eos, dtype=torch.long, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
     with _maybe_route(model, row_states):
-        hidden, cache = _run(model, ids, mask, positions)
+        hidden, cache, mask, positions = _prompt_pass(model, tokenizer.pad_token_id, prompts, prefix)
         pos = positions[:, -1:]
         for t in range(max_new_tokens):
             next_ids = _next_token_logprobs(model, hidden[:, -1]).argmax(dim=-1)  # (N,)

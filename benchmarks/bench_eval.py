@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-peft", action="store_true")
+    parser.add_argument("--no-shared-prefix", action="store_true",
+                        help="encode every prompt whole (the scorer before the shared-instruction cache)")
     parser.add_argument("--json")
     args = parser.parse_args()
     import tempfile
@@ -104,7 +106,7 @@ def main() -> None:
     tasks = [load_task(f"builtin:{t}") for t in TASKS]
     adapters = make_adapters(model, args.adapters)
     states = {**adapters, "base": None}
-    cfg = EvalConfig(batch_size=args.batch_size)
+    cfg = EvalConfig(batch_size=args.batch_size, shared_prefix=not args.no_shared_prefix)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def timed(fn):
@@ -123,6 +125,7 @@ def main() -> None:
     agree = all(routed[s][t.name].accuracy == loop[s][t.name].accuracy for s in states for t in tasks)
     results = {"model": args.model, "device": str(device), "states": len(states), "tasks": len(tasks),
                "examples_per_task": len(tasks[0].test), "batch_size": args.batch_size,
+               "shared_prefix": cfg.shared_prefix,
                "routed_s": t_routed, "loop_s": t_loop, "speedup_vs_loop": t_loop / t_routed,
                "routed_equals_loop": agree}
     if not args.skip_peft:

@@ -7,7 +7,8 @@ import torch
 
 from adapter_hub import LoraAdapter, LoraConfig, attach
 from adapter_hub.data import Example, Task, load_task
-from adapter_hub.evaluate import (CURRENT, EvalConfig, evaluate_states, evaluate_states_loop, score, token_f1)
+from adapter_hub.evaluate import (CURRENT, EvalConfig, _shared_prefix_length, evaluate_states, evaluate_states_loop,
+                                  score, token_f1)
 from adapter_hub.lora import detach, lora_layers
 from adapter_hub.prompts import encode_prompt, encode_target
 
@@ -65,6 +66,33 @@ def test_greedy_decoding_equals_hf_generate(tiny_model, tokenizer):
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         expected = tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
         assert pred == expected
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+@pytest.mark.parametrize("scorer", ["loglik", "generate"])
+def test_shared_prefix_cache_changes_no_prediction(tiny_model, tokenizer, name, scorer):
+    """Encoding the instruction once and reusing its cache must give the same answers as whole prompts,
+    for one state and for routed states (whose prefix cache has one row per state)."""
+    model = tiny_model(name)
+    adapters = _adapters(model, 2, std=0.2)
+    task = load_task("builtin:topic", max_test=30)
+    prompts = [encode_prompt(tokenizer, task, ex.text, 256, 8)[0] for ex in task.test]
+    assert _shared_prefix_length(prompts) >= 20  # the instruction really is shared and gets cached
+    states = {**adapters, "base": None}
+    with_prefix, whole = (
+        evaluate_states(model, tokenizer, [task], states,
+                        EvalConfig(scorer=scorer, batch_size=8, max_new_tokens=6, shared_prefix=shared))
+        for shared in (True, False))
+    for label in states:
+        assert with_prefix[label]["topic"].predictions == whole[label]["topic"].predictions
+    assert len({tuple(with_prefix[s]["topic"].predictions) for s in states}) > 1
+
+
+def test_shared_prefix_length_leaves_every_prompt_a_token():
+    assert _shared_prefix_length([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7, 8]]) == 5
+    assert _shared_prefix_length([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 8]]) == 5  # one is a prefix of the other
+    assert _shared_prefix_length([[1, 2, 3, 9, 9], [1, 2, 3, 8, 8]]) == 0  # under MIN_SHARED_PREFIX: not worth it
+    assert _shared_prefix_length([[1, 2, 3, 4, 5, 6]]) == 5
 
 
 @pytest.mark.parametrize("scorer", ["loglik", "generate"])

@@ -137,7 +137,12 @@ def test_weighted_active_adapters_equal_weighted_merge(tiny_model):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_routing_matches_each_adapter_alone(tiny_model, name):
+@pytest.mark.parametrize("rows, blocks", [
+    (["a", "b", None, "c", "a", None, "b"], False),  # interleaved: per-row gather + batched matmul
+    (["b", "b", "a", "a", "a", None, "c"], True),  # one block per adapter: a GEMM pair per block
+])
+@pytest.mark.parametrize("grad", [True, False])
+def test_routing_matches_each_adapter_alone(tiny_model, name, rows, blocks, grad):
     model = tiny_model(name)
     x = _ids(2, rows=7)
     base = model(x).logits
@@ -149,13 +154,40 @@ def test_routing_matches_each_adapter_alone(tiny_model, name):
         set_active(model, adapter)
         alone[adapter] = model(x).logits
     alone[None] = base
-    rows = ["a", "b", None, "c", "a", None, "b"]
     set_active(model, ["a", "c"])  # routing overrides whatever is active
-    with route(model, rows):
+    with torch.set_grad_enabled(grad), route(model, rows):
+        plans = [layer._route for _, layer in lora_layers(model)]
+        assert all((plan.segments is not None) == blocks for plan in plans)
         mixed = model(x).logits
     for i, adapter in enumerate(rows):
         torch.testing.assert_close(mixed[i], alone[adapter][i], atol=1e-5, rtol=0)
     assert not any(layer._route for _, layer in lora_layers(model))  # the block cleans up
+
+
+@pytest.mark.parametrize("rows", [["a", None, "b", "a"], ["b", "a", "a", None]])
+def test_routing_under_bf16_autocast(tiny_model, rows):
+    """The mixed-precision branch (what CUDA evaluation runs), exercised with CPU autocast: each
+    routed row is as close to its adapter's fp32 output as that adapter alone under bf16 is, and
+    far from the other adapters' outputs."""
+    model = tiny_model()
+    x = _ids(4, rows=4)
+    for i, adapter in enumerate("ab"):
+        attach(model, LoraConfig(r=4, alpha=8), name=adapter, seed=i)
+        _randomise_B(model, adapter, std=0.3, seed=i)
+    fp32, bf16 = {}, {}
+    with torch.no_grad():
+        for adapter in (None, "a", "b"):
+            set_active(model, [adapter] if adapter else [])
+            fp32[adapter] = model(x).logits
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16[adapter] = model(x).logits.float()
+        with torch.autocast("cpu", dtype=torch.bfloat16), route(model, rows):
+            mixed = model(x).logits.float()
+    for i, adapter in enumerate(rows):
+        noise = (bf16[adapter][i] - fp32[adapter][i]).abs().max()  # what bf16 alone costs this row
+        assert (mixed[i] - fp32[adapter][i]).abs().max() <= 2 * noise + 1e-2
+        for other in {None, "a", "b"} - {adapter}:
+            assert (mixed[i] - fp32[other][i]).abs().max() > 4 * noise
 
 
 def test_routing_with_adapters_on_different_modules(tiny_model):
