@@ -2,8 +2,9 @@
 
 Scorers (recorded with every result):
   "loglik"    classification: rank the label strings by length-normalised log-likelihood. The prompt
-              runs once; its KV cache is repeated for the K candidates, so an example costs one
-              prompt pass plus one short pass over all its candidates, not K full forwards.
+              runs once; then all K candidates ride in one short pass over its cache, side by side
+              under a 4D mask, so an example costs one prompt pass plus one candidate pass, not K
+              full forwards (attention that takes no custom mask gets one cache copy per candidate).
   "generate"  greedy decoding, then exact match (the O-LoRA paper's metric for classification: this is
               where a model drifting to the latest task's labels shows) and token F1 for free text.
 
@@ -294,19 +295,53 @@ def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states, prefi
     N = hidden.shape[0]
     total = _next_token_logprobs(model, hidden[:, -1])[:, cand_ids[:, 0]]  # (N, K): log p(c_0 | prompt)
     if L > 1:
-        cache.batch_repeat_interleave(K)
-        step_ids = cand_ids[:, :-1].repeat(N, 1)  # (N*K, L-1): c_0..c_{L-2} predict c_1..c_{L-1}
-        step_mask = torch.cat([mask.repeat_interleave(K, 0), cand_mask[:, :-1].repeat(N, 1)], dim=1)
-        step_pos = positions[:, -1:].repeat_interleave(K, 0) + 1 + torch.arange(L - 1, device=device)
-        rows = None if row_states is None else [s for s in row_states for _ in range(K)]
-        with _maybe_route(model, rows):
-            hidden2, _ = _run(model, step_ids, step_mask, step_pos, cache)
-        rest = _logprobs(model, hidden2, cand_ids[:, 1:].repeat(N, 1))  # (N*K, L-1)
-        rest = (rest * cand_mask[:, 1:].repeat(N, 1)).sum(1).reshape(N, K)
-        total = total + rest
+        if _takes_custom_masks(model):
+            with _maybe_route(model, row_states):
+                total = total + _packed_candidates(model, cands, cache, mask, positions)
+        else:  # attention that only takes padding masks: one cache copy per candidate
+            cache.batch_repeat_interleave(K)
+            step_ids = cand_ids[:, :-1].repeat(N, 1)  # (N*K, L-1): c_0..c_{L-2} predict c_1..c_{L-1}
+            step_mask = torch.cat([mask.repeat_interleave(K, 0), cand_mask[:, :-1].repeat(N, 1)], dim=1)
+            step_pos = positions[:, -1:].repeat_interleave(K, 0) + 1 + torch.arange(L - 1, device=device)
+            rows = None if row_states is None else [s for s in row_states for _ in range(K)]
+            with _maybe_route(model, rows):
+                hidden2, _ = _run(model, step_ids, step_mask, step_pos, cache)
+            rest = _logprobs(model, hidden2, cand_ids[:, 1:].repeat(N, 1))  # (N*K, L-1)
+            total = total + (rest * cand_mask[:, 1:].repeat(N, 1)).sum(1).reshape(N, K)
     lengths = cand_mask.sum(1).to(total.dtype)  # (K,)
     best = (total / lengths).argmax(dim=1).tolist()
     return [labels[k] for k in best]
+
+
+def _takes_custom_masks(model: nn.Module) -> bool:
+    """Whether the model's attention accepts a ready 4D mask (sdpa and eager do; flash kernels do not)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) in ("sdpa", "eager")
+
+
+def _packed_candidates(model, cands: list[list[int]], cache, mask, positions) -> torch.Tensor:
+    """(N, K) summed log p(c_k[1:] | prompt, c_k[:-1]) for every candidate k, in ONE short pass.
+
+    All candidates ride in the same row after the prompt, c_1[:-1] c_2[:-1] ..., and a 4D mask lets
+    each token see the prompt and the earlier tokens of its own candidate only (positions restart
+    after the prompt for each). So the prompt's cache is used once, not copied per candidate, and
+    no candidate is padded to the longest.
+    """
+    device = positions.device
+    N, K = mask.shape[0], len(cands)
+    seg = torch.tensor([k for k, c in enumerate(cands) for _ in c[:-1]], device=device)  # (Q,)
+    off = torch.tensor([j for c in cands for j in range(len(c) - 1)], device=device)
+    ids = torch.tensor([t for c in cands for t in c[:-1]], device=device).expand(N, -1)
+    targets = torch.tensor([t for c in cands for t in c[1:]], device=device).expand(N, -1)
+    Q = ids.shape[1]
+    own = (seg[:, None] == seg[None, :]) & (off[None, :] <= off[:, None])  # (Q, Q): causal per candidate
+    allowed = torch.cat([mask.bool()[:, None, None, :].expand(N, 1, Q, mask.shape[1]),
+                         own[None, None].expand(N, 1, Q, Q)], dim=-1)  # (N, 1, Q, prompt + Q)
+    if model.config._attn_implementation == "eager":  # eager adds the mask to the scores
+        dtype = next(model.parameters()).dtype
+        allowed = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    hidden, _ = _run(model, ids, allowed, positions[:, -1:] + 1 + off, cache)
+    logp = _logprobs(model, hidden, targets)  # (N, Q)
+    return torch.zeros((N, K), dtype=logp.dtype, device=device).index_add_(1, seg, logp)
 
 
 def _greedy(model, tokenizer, prompts, row_states, max_new_tokens: int, prefix: _Prefix | None = None) -> list[str]:

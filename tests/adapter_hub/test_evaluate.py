@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from adapter_hub import LoraAdapter, LoraConfig, attach
+from adapter_hub import evaluate
 from adapter_hub.data import Example, Task, load_task
 from adapter_hub.evaluate import (CURRENT, EvalConfig, _shared_prefix_length, evaluate_states, evaluate_states_loop,
                                   score, token_f1)
@@ -45,14 +46,41 @@ def naive_predictions(model, tokenizer, task, max_length=256):
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
-def test_shared_prompt_ranking_equals_one_forward_per_label(tiny_model, tokenizer, name):
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "padding-masks-only"])
+def test_shared_prompt_ranking_equals_one_forward_per_label(tiny_model, tokenizer, name, attention, monkeypatch):
+    """All three candidate passes: packed under a 4D mask (sdpa: boolean, eager: additive) and the
+    per-candidate cache copies used where attention takes padding masks only."""
     model = tiny_model(name)
+    if attention == "padding-masks-only":
+        monkeypatch.setattr(evaluate, "_takes_custom_masks", lambda model: False)
+    else:
+        model.set_attn_implementation(attention)
     adapter = _adapters(model, 1, std=0.2)["a0"]
     attach(model, adapter, name="a")
     task = load_task("builtin:topic", max_test=40)  # 4 labels of different lengths, shared first letters
     ours = score(model, tokenizer, task, config=EvalConfig(batch_size=7))[CURRENT]
     assert ours.predictions == naive_predictions(model, tokenizer, task)
     assert len(set(ours.predictions)) > 1  # a non-trivial check: not one constant answer
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_candidates_equal_full_forwards(tiny_model, attention):
+    """The packed candidate pass against one full forward of prompt + candidate per pair, including a
+    one-token candidate (nothing after its first token: contributes 0) and prompts of unequal length."""
+    model = tiny_model()
+    model.set_attn_implementation(attention)
+    model.eval()
+    prompts = [[1, 40, 41, 42, 43, 44, 45], [1, 50, 51, 52], [1, 60, 61, 62, 63, 64, 65, 66, 67, 68]]
+    cands = [[70, 71, 72], [80], [90, 91], [100, 101, 102, 103]]
+    with torch.no_grad():
+        hidden, cache, mask, positions = evaluate._prompt_pass(model, 0, prompts, prefix=None)
+        packed = evaluate._packed_candidates(model, cands, cache, mask, positions)
+        for i, p in enumerate(prompts):
+            for k, c in enumerate(cands):
+                logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].double(), -1)
+                expected = sum(float(logp[len(p) + j, c[j + 1]]) for j in range(len(c) - 1))
+                assert abs(float(packed[i, k]) - expected) < 1e-4
+    assert packed[:, 1].abs().max() == 0 and packed[:, 3].abs().min() > 1.0
 
 
 def test_greedy_decoding_equals_hf_generate(tiny_model, tokenizer):
