@@ -22,8 +22,8 @@ from adapter_hub.config import LoraConfig
 from adapter_hub.errors import AdapterFormatError, NonFiniteError
 from adapter_hub.identity import BaseModelIdentity
 from registry.adapter_format import (
-    CONFIG_FILE, KEY_PREFIX, KEY_RE, META_IDENTITY, META_PROVENANCE, PICKLE_FILE, WEIGHTS_FILE, check_pair_shapes,
-    inspect_folder, rank_for,
+    CONFIG_FILE, KEY_PREFIX, META_IDENTITY, META_PROVENANCE, PICKLE_FILE, WEIGHTS_FILE, check_pair_shapes,
+    inspect_folder, pair_lora_keys, rank_for,
 )
 
 
@@ -247,21 +247,8 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _factors_from_state_dict(tensors: dict[str, torch.Tensor], folder: Path) -> dict[str, ModuleFactors]:
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in tensors.items():
-        m = KEY_RE.match(key)
-        if m is None:
-            raise AdapterFormatError(f"{folder}: unsupported tensor {key!r} (only lora_A/lora_B weights of linear layers)")
-        parts.setdefault(m["module"], {})[m["which"]] = tensor
-    if not parts:
-        raise AdapterFormatError(f"{folder}: the weights file holds no LoRA tensors")
-    modules = {}
-    for name, ab in sorted(parts.items()):
-        if set(ab) != {"A", "B"}:
-            raise AdapterFormatError(f"{folder}: module {name} has no {'lora_B' if 'A' in ab else 'lora_A'} tensor")
-        check_pair_shapes(name, tuple(ab["A"].shape), tuple(ab["B"].shape), str(folder))
-        modules[name] = ModuleFactors(ab["A"], ab["B"])
-    return modules
+    pairs = pair_lora_keys({key: tuple(t.shape) for key, t in tensors.items()}, str(folder))
+    return {module: ModuleFactors(tensors[a], tensors[b]) for module, (a, b) in pairs.items()}
 
 
 def _config_from_peft(raw: dict[str, Any], modules: dict[str, ModuleFactors]) -> LoraConfig:

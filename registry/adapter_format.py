@@ -13,6 +13,7 @@ import json
 import math
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,13 @@ def read_header(path: Path) -> Header:
 
 def lora_modules(header: Header, where: str) -> dict[str, tuple[str, str]]:
     """module -> (lora_A key, lora_B key), checking names, pairs and shapes."""
+    return pair_lora_keys({key: info.shape for key, info in header.tensors.items()}, where)
+
+
+def pair_lora_keys(shapes: Mapping[str, tuple[int, ...]], where: str) -> dict[str, tuple[str, str]]:
+    """module -> (lora_A key, lora_B key) from tensor names and shapes (a header's or loaded tensors')."""
     pairs: dict[str, dict[str, str]] = {}
-    for key in header.tensors:
+    for key in shapes:
         m = KEY_RE.match(key)
         if m is None:
             raise AdapterFormatError(
@@ -161,7 +167,7 @@ def lora_modules(header: Header, where: str) -> dict[str, tuple[str, str]]:
     for module, ab in sorted(pairs.items()):
         if set(ab) != {"A", "B"}:
             raise AdapterFormatError(f"{where}: module {module} has no {'lora_B' if 'A' in ab else 'lora_A'} tensor")
-        check_pair_shapes(module, header.tensors[ab["A"]].shape, header.tensors[ab["B"]].shape, where)
+        check_pair_shapes(module, shapes[ab["A"]], shapes[ab["B"]], where)
         out[module] = (ab["A"], ab["B"])
     return out
 
