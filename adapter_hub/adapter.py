@@ -174,11 +174,12 @@ class LoraAdapter:
         else:  # an allowed pickle .bin: validated here, tensor by tensor
             tensors, metadata = _read_bin(folder / PICKLE_FILE), {}
         modules = _factors_from_state_dict(tensors, folder)
-        for name, f in modules.items():
-            _check_finite(name, f.A, f.B, where=str(folder))
-            if f.rank != rank_for(raw, name):
-                raise AdapterFormatError(f"{folder / CONFIG_FILE}: {name} has rank {f.rank} in the weights but "
-                                         f"{rank_for(raw, name)} in the config")
+        if not info.files:  # inspect_folder checked ranks and NaN/inf in a safetensors header; a .bin only here
+            for name, f in modules.items():
+                _check_finite(name, f.A, f.B, where=str(folder))
+                if f.rank != rank_for(raw, name):
+                    raise AdapterFormatError(f"{folder / CONFIG_FILE}: {name} has rank {f.rank} in the weights but "
+                                             f"{rank_for(raw, name)} in the config")
         config = _config_from_peft(raw, modules)
         identity = None
         if META_IDENTITY in metadata:
