@@ -116,9 +116,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     config = alembic_config(engine)
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            config.attributes["connection"] = conn
-            command.upgrade(config, revision)
+    with session_scope(engine, write=True) as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)

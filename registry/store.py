@@ -44,6 +44,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _missing(what: str, digest: str, url: str) -> IntegrityError:
+    return IntegrityError(f"{what or 'blob'}: stored blob sha256:{digest[:16]}… is missing from {url}")
+
+
+def _corrupt(what: str, digest: str, actual: str) -> IntegrityError:
+    return IntegrityError(
+        f"{what or 'blob'}: stored blob sha256:{digest[:16]}… is corrupt (its bytes hash to "
+        f"sha256:{actual[:16]}…); restore it from a backup or re-register the adapter"
+    )
+
+
 class BlobStore:
     """A local folder store. See `open_store` for URLs."""
 
@@ -99,19 +110,16 @@ class BlobStore:
         """Raise IntegrityError unless the blob exists and hashes to its name."""
         path = self.blob_path(digest)
         if not path.is_file():
-            raise IntegrityError(f"{what or 'blob'}: stored blob sha256:{digest[:16]}… is missing from {self.url}")
+            raise _missing(what, digest, self.url)
         actual, _ = sha256_file(path)
         if actual != digest:
-            raise IntegrityError(
-                f"{what or 'blob'}: stored blob sha256:{digest[:16]}… is corrupt (its bytes hash to "
-                f"sha256:{actual[:16]}…); restore it from a backup or re-register the adapter"
-            )
+            raise _corrupt(what, digest, actual)
 
     def copy_out(self, digest: str, dest: str | os.PathLike, what: str = "", progress: Progress | None = None) -> None:
         """Copy a blob to `dest`, verifying its hash on the way (a changed byte raises IntegrityError)."""
         path = self.blob_path(digest)
         if not path.is_file():
-            raise IntegrityError(f"{what or 'blob'}: stored blob sha256:{digest[:16]}… is missing from {self.url}")
+            raise _missing(what, digest, self.url)
         dest = Path(dest)
         tmp = dest.with_name(f".{dest.name}.part")
         h = hashlib.sha256()
@@ -123,10 +131,7 @@ class BlobStore:
                     progress(len(chunk))
         if h.hexdigest() != digest:
             tmp.unlink()
-            raise IntegrityError(
-                f"{what or 'blob'}: stored blob sha256:{digest[:16]}… is corrupt (its bytes hash to "
-                f"sha256:{h.hexdigest()[:16]}…); restore it from a backup or re-register the adapter"
-            )
+            raise _corrupt(what, digest, h.hexdigest())
         os.replace(tmp, dest)
 
     # ---- housekeeping ----------------------------------------------------------------------------
@@ -197,15 +202,14 @@ class FsspecBlobStore(BlobStore):
     def copy_out(self, digest, dest, what="", progress=None):
         key = self._key(digest)
         if not self.fs.exists(key):
-            raise IntegrityError(f"{what or 'blob'}: stored blob sha256:{digest[:16]}… is missing from {self.url}")
+            raise _missing(what, digest, self.url)
         dest = Path(dest)
         tmp = dest.with_name(f".{dest.name}.part")
         self.fs.get_file(key, str(tmp))
         actual, _ = sha256_file(tmp, progress)
         if actual != digest:
             tmp.unlink()
-            raise IntegrityError(f"{what or 'blob'}: stored blob sha256:{digest[:16]}… is corrupt "
-                                 f"(its bytes hash to sha256:{actual[:16]}…)")
+            raise _corrupt(what, digest, actual)
         os.replace(tmp, dest)
 
     def iter_blobs(self):
