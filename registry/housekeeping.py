@@ -96,14 +96,19 @@ def fsck(session: Session, store: BlobStore, *, repair: bool = False) -> FsckRep
     rows = session.execute(select(T.c.name, V.c.number, F.c.path, F.c.blob)
                            .select_from(F.join(V, F.c.version_id == V.c.id).join(T, V.c.task_id == T.c.id))
                            .where(V.c.deleted_at.is_(None)).order_by(T.c.name, V.c.number, F.c.path)).all()
+    health: dict[str, str] = {}  # blob -> "ok" | "missing" | "corrupt": a blob shared by versions is hashed once
     for name, number, path, blob in rows:
+        if blob not in health:
+            health[blob] = "missing" if not store.exists(blob) else "ok"
+            if health[blob] == "ok":
+                try:
+                    store.verify(blob)
+                except IntegrityError:
+                    health[blob] = "corrupt"
         label = f"{name}:{number} {path}"
-        if not store.exists(blob):
+        if health[blob] == "missing":
             report.missing.append(label)
-            continue
-        try:
-            store.verify(blob, label)
-        except IntegrityError:
+        elif health[blob] == "corrupt":
             report.corrupt.append(label)
     keep = {blob for *_, blob in rows}
     report.orphans = sorted(d for d, _ in store.iter_blobs() if d not in keep)

@@ -26,7 +26,6 @@ from registry.models import version as V
 from registry.refs import Ref, check_name, parse_ref
 
 
-
 @dataclass
 class VersionInfo:
     id: int

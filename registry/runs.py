@@ -87,11 +87,16 @@ def record_step(session: Session, run: str | int, *, strategy: str, step: int, t
         session.execute(insert(S).values(run_id=rid, strategy=strategy, step=step, **values))
 
 
+_RUN_COLUMNS = (R.c.id, R.c.name, R.c.status, R.c.config, R.c.results, R.c.created_at, R.c.updated_at)
+
+
+def _run_info(row) -> RunInfo:
+    return RunInfo(row[0], row[1], row[2], row[3] or {}, row[4] or {}, utc(row[5]), utc(row[6]))
+
+
 def get_run(session: Session, run: str | int) -> RunInfo:
     rid = run_id(session, run)
-    row = session.execute(select(R.c.id, R.c.name, R.c.status, R.c.config, R.c.results, R.c.created_at,
-                                 R.c.updated_at).where(R.c.id == rid)).one()
-    info = RunInfo(row[0], row[1], row[2], row[3] or {}, row[4] or {}, utc(row[5]), utc(row[6]))
+    info = _run_info(session.execute(select(*_RUN_COLUMNS).where(R.c.id == rid)).one())
     steps = session.execute(
         select(S.c.strategy, S.c.step, S.c.task, T.c.name, V.c.number, S.c.seconds)
         .select_from(S.outerjoin(V, S.c.version_id == V.c.id).outerjoin(T, V.c.task_id == T.c.id))
@@ -102,6 +107,4 @@ def get_run(session: Session, run: str | int) -> RunInfo:
 
 
 def list_runs(session: Session) -> list[RunInfo]:
-    rows = session.execute(select(R.c.id, R.c.name, R.c.status, R.c.config, R.c.results, R.c.created_at,
-                                  R.c.updated_at).order_by(R.c.created_at, R.c.id)).all()
-    return [RunInfo(r[0], r[1], r[2], r[3] or {}, r[4] or {}, utc(r[5]), utc(r[6])) for r in rows]
+    return [_run_info(row) for row in session.execute(select(*_RUN_COLUMNS).order_by(R.c.created_at, R.c.id))]
