@@ -35,11 +35,13 @@ def write_adapter(folder: Path, seed: int = 0, r: int = 2, dim: int = 16, base: 
 
 def snapshot(registry) -> tuple:
     """Everything a failed command must leave unchanged: table contents and stored blobs."""
-    from sqlalchemy import text
+    from sqlalchemy import select
 
-    tables = ["task", "version", "version_file", "tag", "alias", "lineage", "evaluation", "bench_run", "bench_step"]
-    with registry.engine.connect() as conn:
-        rows = tuple(tuple(map(tuple, conn.execute(text(f"SELECT * FROM {t} ORDER BY 1")).all())) for t in tables)
+    from registry.models import metadata
+
+    with registry.engine.connect() as conn:  # every table the registry declares, so none is forgotten
+        rows = tuple(tuple(map(tuple, conn.execute(select(t).order_by(*t.primary_key.columns)).all()))
+                     for t in metadata.sorted_tables)
     return rows, tuple(sorted(d for d, _ in registry.store.iter_blobs()))
 
 
