@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 
 DB_FILE = "registry.db"
 OnDuplicate = Literal["error", "reuse", "new"]
-# Lineage edge kind for an adapter's recorded operation (adapter.provenance["op"]).
+# Lineage edge kind for an adapter's recorded operation (adapter.provenance["op"], and "chain_ops" for
+# unsaved results it was built from); when several apply, the first kind in EDGE_PRECEDENCE wins.
+EDGE_PRECEDENCE = ("merged_from", "reduced_from", "trained_from", "imported", "derived_from")
 EDGE_KIND = {"train": "trained_from", "merge": "merged_from", "compose": "merged_from", "add": "merged_from",
              "subtract": "merged_from", "linear": "merged_from", "task_arithmetic": "merged_from",
              "reduce_rank": "reduced_from", "scale": "derived_from", "negate": "derived_from", "import": "imported"}
@@ -62,6 +64,15 @@ def default_location() -> str:
     import platformdirs
 
     return str(Path(platformdirs.user_data_dir("adapter-hub")) / "registry")
+
+
+def edge_kind(provenance: Mapping[str, Any]) -> str:
+    """The lineage kind an adapter's recorded operations imply: a merge anywhere makes it merged_from."""
+    ops = {provenance.get("op"), *provenance.get("chain_ops", [])} - {None}
+    if not ops:
+        return "trained_from"
+    kinds = {EDGE_KIND.get(op, "derived_from") for op in ops}
+    return next(kind for kind in EDGE_PRECEDENCE if kind in kinds)
 
 
 def _created_by() -> str:
@@ -253,10 +264,9 @@ class Registry:
     def _parent_edges(self, parents: Sequence[str] | Mapping[str, str] | None,
                       provenance: dict[str, Any]) -> list[tuple[int | None, str | None, str, dict]]:
         """(parent id, external ref, kind, params) edges; every named ref must resolve (checked before any write)."""
-        op = provenance.get("op")
-        default_kind = provenance.get("edge_kind") or (EDGE_KIND.get(op, "derived_from") if op else "trained_from")
+        default_kind = edge_kind(provenance)
         # the edge keeps the operation's parameters; bulky per-module details stay in the adapter file
-        params = {k: v for k, v in provenance.items() if k not in ("inputs", "chain", "relative_error", "edge_kind")}
+        params = {k: v for k, v in provenance.items() if k not in ("inputs", "chain", "relative_error")}
         wanted: dict[str, str] = {}
         if isinstance(parents, Mapping):
             wanted.update(parents)

@@ -18,10 +18,6 @@ from adapter_hub.adapter import LoraAdapter, ModuleFactors
 from adapter_hub.config import LoraConfig
 from adapter_hub.errors import IncompatibleAdaptersError
 
-# An op's result may be fed to another op before it is saved; these ops count as merges for lineage.
-MERGE_OPS = {"merge", "compose", "add", "subtract", "linear", "task_arithmetic"}
-
-
 def check_adapters(adapters: Sequence[LoraAdapter], *, allow_partial: bool = False) -> list[str]:
     """The modules to operate on (sorted), after checking base model, module sets and shapes."""
     if isinstance(adapters, LoraAdapter) or not isinstance(adapters, Sequence):
@@ -88,15 +84,14 @@ def labels(adapters: Sequence[LoraAdapter]) -> list[str]:
 
 
 def provenance(op: str, adapters: Sequence[LoraAdapter], **params: Any) -> dict[str, Any]:
-    """What made a result: op, inputs (refs) and parameters; earlier unsaved steps kept as a chain."""
+    """What made a result: op, inputs (refs) and parameters; earlier unsaved steps kept as a chain, and
+    every op in it listed in chain_ops (from which the registry picks the lineage edge kind)."""
     chain = [a.provenance for a in adapters if not (a.ref or a.digest) and a.provenance.get("op")]
     ops = {op} | {step.get("op") for step in chain} | {op for step in chain for op in step.get("chain_ops", [])}
     out: dict[str, Any] = {"op": op, "inputs": labels(adapters), **{k: v for k, v in params.items() if v is not None}}
     if chain:
         out["chain"] = chain
         out["chain_ops"] = sorted(o for o in ops if o)
-    # the registry's lineage edge kind for this result
-    out["edge_kind"] = "merged_from" if ops & MERGE_OPS else ("reduced_from" if "reduce_rank" in ops else "derived_from")
     return out
 
 
