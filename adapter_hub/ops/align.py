@@ -95,6 +95,12 @@ def provenance(op: str, adapters: Sequence[LoraAdapter], **params: Any) -> dict[
     return out
 
 
+def record_errors(prov: dict[str, Any], errors: dict[str, float]) -> None:
+    """Per-module relative Frobenius errors of a truncated result, and their maximum, into provenance."""
+    prov["relative_error"] = {m: round(e, 8) for m, e in errors.items()}
+    prov["max_relative_error"] = max(prov["relative_error"].values())
+
+
 def from_factors(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], like: LoraAdapter,
                  prov: dict[str, Any], dtype: torch.dtype | None = None) -> LoraAdapter:
     """A new adapter from folded factors {module: (A, B)}: alpha = r per module, so scaling is exactly 1."""

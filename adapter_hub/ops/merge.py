@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from adapter_hub.adapter import LoraAdapter
-from adapter_hub.ops.align import check_adapters, check_weights, folded, from_factors, provenance
+from adapter_hub.ops.align import check_adapters, check_weights, folded, from_factors, provenance, record_errors
 from adapter_hub.ops.methods import get_method
-from adapter_hub.ops.svd import COMPUTE, check_target, factored_svd, reduce_factors
+from adapter_hub.ops.svd import COMPUTE, Spectrum, check_target, factored_svd, reduce_factors
 
 EXACT_SVD_MAX = 2048  # modules up to this size get a full, exact SVD when factored back
 
@@ -69,7 +69,7 @@ def merge(
 
     if rank is not None or energy is not None:
         check_target(rank, energy, None)
-    device = next(iter(adapters[0].modules.values())).A.device
+    device = _device(adapters)
     dtype = next(iter(adapters[0].modules.values())).A.dtype
     factors, errors = {}, {}
     for m in modules:  # one module at a time: peak memory is one module's work, never the model's
@@ -92,13 +92,8 @@ def merge(
                       seed=seed if spec.kind == "masked" else None, space=space if spec.kind == "masked" else None,
                       rank=rank, energy=energy, **{k: params[k] for k in ("lambda", "divisor") if k in params})
     if errors:
-        _record_errors(prov, errors)
+        record_errors(prov, errors)
     return from_factors(factors, adapters[0], prov, dtype)
-
-
-def _record_errors(prov: dict[str, Any], errors: dict[str, float]) -> None:
-    prov["relative_error"] = {m: round(e, 8) for m, e in errors.items()}
-    prov["max_relative_error"] = max(prov["relative_error"].values())
 
 
 def _generator(seed: int, module: str, device: torch.device) -> torch.Generator:
@@ -147,8 +142,7 @@ def _factor(delta: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     else:  # randomized: a few passes over the matrix instead of a full decomposition
         U, S, V = torch.svd_lowrank(delta.to(torch.float32), q=min(k + 16, min(delta.shape)), niter=4)
         Vh = V.T
-    root = S[:k].sqrt()
-    return root[:, None] * Vh[:k], U[:, :k] * root[None, :]
+    return Spectrum(U, S, Vh).truncate(k)
 
 
 def core_bases(pairs) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from adapter_hub.adapter import LoraAdapter
-from adapter_hub.ops.align import folded, from_factors, provenance
+from adapter_hub.ops.align import folded, from_factors, provenance, record_errors
 
 COMPUTE = torch.float64  # the core is tiny; fp64 costs nothing and keeps tails exact (bf16 SVD is unsupported)
 
@@ -124,6 +124,5 @@ def reduce_rank(adapter: LoraAdapter, rank: int | None = None, *, energy: float 
     pairs = ((m, *folded(adapter, m)) for m in adapter.modules)
     factors, errors = reduce_factors(pairs, rank=rank, energy=energy, ranks=ranks, dtype=dtype)
     prov = provenance("reduce_rank", [adapter], rank=rank, energy=energy, budget=budget)
-    prov["relative_error"] = errors
-    prov["max_relative_error"] = max(errors.values())
+    record_errors(prov, errors)
     return from_factors(factors, adapter, prov)
