@@ -6,9 +6,12 @@ from adapter_hub.ops.arithmetic import weighted_sum_factors
 from adapter_hub.ops.methods import merge_method
 
 
+@merge_method("cat", kind="factored", title="Rank concatenation (PEFT's 'cat')",
+              reference="PEFT add_weighted_adapter(combination_type='cat'); exact: [w_i·B_i]·[A_i]")
 @merge_method("linear", kind="factored", title="Weighted average / linear combination",
               reference="Wortsman et al. 2022, Model soups, https://arxiv.org/abs/2203.05482")
 def linear(adapters, weights, modules, params):
+    """Both names are the same exact sum: rank concatenation IS the exact linear combination here."""
     return weighted_sum_factors(adapters, weights, modules)
 
 
@@ -18,9 +21,3 @@ def linear(adapters, weights, modules, params):
 def task_arithmetic(adapters, weights, modules, params):
     lam = params.get("lambda", 1.0)
     return weighted_sum_factors(adapters, [lam * w for w in weights], modules)
-
-
-@merge_method("cat", kind="factored", title="Rank concatenation (PEFT's 'cat')",
-              reference="PEFT add_weighted_adapter(combination_type='cat'); exact: [w_i·B_i]·[A_i]")
-def cat(adapters, weights, modules, params):
-    return weighted_sum_factors(adapters, weights, modules)

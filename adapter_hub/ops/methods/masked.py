@@ -20,7 +20,6 @@ import torch
 
 from adapter_hub.ops.methods import merge_method
 
-
 CHUNK = 1 << 20  # entries per tensor per chunk: temporaries stay cache-sized, not n x the module
 
 
@@ -51,13 +50,6 @@ def keep_mask(t: torch.Tensor, density: float, how: str, generator: torch.Genera
     if how == "magnitude":
         return magnitude_mask(t, density)
     return torch.rand(t.shape, generator=generator, device=t.device, dtype=torch.float32) < density  # DARE
-
-
-def sparsify(t: torch.Tensor, density: float, how: str, generator: torch.Generator | None) -> torch.Tensor:
-    mask = keep_mask(t, density, how, generator)
-    if mask is None:
-        return t
-    return t * mask / (density if how == "random" else 1.0)
 
 
 def generalized(tensors: torch.Tensor, weights: torch.Tensor, *, density: float, how: str, elect: bool,
