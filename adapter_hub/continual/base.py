@@ -98,8 +98,12 @@ class Strategy:
 
     def snapshot(self, name: str, step: int, task: Task, **info: Any) -> LoraAdapter:
         adapter = LoraAdapter.from_model(self.model, name)
-        adapter.provenance = {"op": "train", "strategy": self.name, "step": step, "task": task.name, **info}
+        adapter.provenance = self.train_provenance(step, task, **info)
         return adapter
+
+    def train_provenance(self, step: int, task: Task, **info: Any) -> dict[str, Any]:
+        """What a trained state records about itself (the registry turns it into trained_from lineage)."""
+        return {"op": "train", "strategy": self.name, "step": step, "task": task.name, **info}
 
     def hyperparameters(self) -> dict[str, Any]:
         return dict(self.params)

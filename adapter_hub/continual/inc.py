@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 
 from adapter_hub import ops
-from adapter_hub.adapter import LoraAdapter, ModuleFactors
-from adapter_hub.config import LoraConfig
+from adapter_hub.adapter import LoraAdapter
 from adapter_hub.continual.base import StepResult, Strategy
 from adapter_hub.lora import attach, lora_layers
+from adapter_hub.ops.align import from_factors
 
 
 def component_name(step: int) -> str:
@@ -43,8 +43,7 @@ class Incremental(Strategy):
         self.components.append(new)
         parts = [LoraAdapter.from_model(self.model, n) for n in self.components]
         state = ops.add(*parts) if len(parts) > 1 else parts[0]
-        state.provenance = {"op": "train", "strategy": self.name, "step": step, "task": task.name,
-                            "components": [p.ranks for p in parts]}
+        state.provenance = self.train_provenance(step, task, components=[p.ranks for p in parts])
         return StepResult(task.name, step, state, result, info=info)
 
     def restore(self, steps, history):
@@ -69,13 +68,9 @@ def orthogonality(model, previous: list[str], new: str) -> float:
 
 def split_component(state: LoraAdapter, ranks: dict[str, int], index: int, all_ranks: list[dict[str, int]]) -> LoraAdapter:
     """Component `index` (1-based) of a summed state: its rows of A and columns of B (scaling folded)."""
-    modules = {}
+    factors = {}
     for m, r in ranks.items():
         start = sum(prev[m] for prev in all_ranks[:index - 1] if m in prev)
         f = state.modules[m]
-        modules[m] = ModuleFactors(f.A[start:start + r].clone(), f.B[:, start:start + r].clone() * state.scaling(m))
-    r = max(ranks.values())
-    config = LoraConfig(r=r, alpha=float(r), target_modules=sorted(modules),
-                        rank_pattern={m: k for m, k in ranks.items() if k != r},
-                        alpha_pattern={m: float(k) for m, k in ranks.items() if k != r})
-    return LoraAdapter(modules, config, state.base_model, state.fan_in_fan_out)
+        factors[m] = (f.A[start:start + r].clone(), f.B[:, start:start + r] * state.scaling(m))
+    return from_factors(factors, state, {})
