@@ -88,13 +88,16 @@ class Strategy:
         attach(self.model, self.config.lora, name=name, seed=self.config.seed + step, activate="add")
 
     def train(self, names_trained: Sequence[str], names_active: Sequence[str], examples: list[Encoded], step: int,
-              *, extra_loss=None, description: str = "", **train_changes: Any) -> TrainResult:
-        """Train only `names_trained` while `names_active` act in the forward pass."""
+              *, truncated: int, extra_loss=None, description: str = "", **train_changes: Any) -> TrainResult:
+        """Train only `names_trained` while `names_active` act in the forward pass; `truncated` (how many
+        examples lost input tokens when encoded) is reported with the result."""
         set_active(self.model, list(names_active))
         set_trainable(self.model, list(names_trained))
-        return train_on(self.model, examples, self.config.train_for(step, **train_changes),
-                        pad_id=self.tokenizer.pad_token_id, params=lora_parameters(self.model, names_trained),
-                        extra_loss=extra_loss, description=description)
+        result = train_on(self.model, examples, self.config.train_for(step, **train_changes),
+                          pad_id=self.tokenizer.pad_token_id, params=lora_parameters(self.model, names_trained),
+                          extra_loss=extra_loss, description=description)
+        result.truncated = truncated
+        return result
 
     def snapshot(self, name: str, step: int, task: Task, **info: Any) -> LoraAdapter:
         adapter = LoraAdapter.from_model(self.model, name)

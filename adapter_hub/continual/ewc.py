@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from adapter_hub.continual.base import StepResult, Strategy
-from adapter_hub.lora import attach, list_adapters, lora_parameters
+from adapter_hub.lora import attach, detach, list_adapters, lora_parameters
 from adapter_hub.prompts import Encoded
 from adapter_hub.train import answer_loss, collate
 
@@ -70,8 +70,8 @@ class EWC(Strategy):
         anchors = list(self.anchors)
         extra = (lambda: ewc_penalty(params, anchors, lam)) if anchors else None
         examples, truncated = self.encode(task)
-        result = self.train([NAME], [NAME], examples, step, extra_loss=extra, description=f"ewc {task.name}")
-        result.truncated = truncated
+        result = self.train([NAME], [NAME], examples, step, truncated=truncated, extra_loss=extra,
+                            description=f"ewc {task.name}")
         self.consolidate(task, examples, step)
         return StepResult(task.name, step, self.snapshot(NAME, step, task), result,
                           info={"penalty_last": result.extra_losses[-1] if result.extra_losses else 0.0})
@@ -90,8 +90,6 @@ class EWC(Strategy):
         """Recompute each past task's anchor from its registered state (deterministic), then continue."""
         for i, (done, task) in enumerate(zip(steps, history), start=1):
             if NAME in list_adapters(self.model):
-                from adapter_hub.lora import detach
-
                 detach(self.model, NAME)
             attach(self.model, done.state, name=NAME, activate="only")
             self.consolidate(task, self.encode(task)[0], i)

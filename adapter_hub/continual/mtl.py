@@ -34,8 +34,8 @@ class MultiTask(Strategy):
             cfg = self.config.train
             budget = {"steps": cfg.steps * step} if cfg.steps else {"epochs": cfg.epochs * step * len(task.train)
                                                                      / max(1, len(examples))}
-        result = self.train([NAME], [NAME], examples, step, description=f"mtl {task.name}", **budget)
-        result.truncated = truncated
+        result = self.train([NAME], [NAME], examples, step, truncated=truncated, description=f"mtl {task.name}",
+                            **budget)
         return StepResult(task.name, step, self.snapshot(NAME, step, task, tasks=[t.name for t in [*history, task]]),
                           result)
 

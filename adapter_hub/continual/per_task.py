@@ -19,8 +19,7 @@ class PerTask(Strategy):
         name = adapter_name(step)
         self.new_adapter(name, step)
         examples, truncated = self.encode(task)
-        result = self.train([name], [name], examples, step, description=f"per_task {task.name}")
-        result.truncated = truncated
+        result = self.train([name], [name], examples, step, truncated=truncated, description=f"per_task {task.name}")
         return StepResult(task.name, step, self.snapshot(name, step, task), result)
 
     def restore(self, steps, history):

@@ -72,8 +72,7 @@ class Replay(Strategy):
         examples, truncated = self.encode(task)
         for past_task, ex in self.buffer.items:  # each replayed example in its own task's format
             examples += self.encode(past_task, [ex])[0]
-        result = self.train([NAME], [NAME], examples, step, description=f"replay {task.name}")
-        result.truncated = truncated
+        result = self.train([NAME], [NAME], examples, step, truncated=truncated, description=f"replay {task.name}")
         info = {"replayed": self.buffer.counts()}
         self.buffer.add_task(task)
         return StepResult(task.name, step, self.snapshot(NAME, step, task), result, info=info)
