@@ -243,6 +243,20 @@ def test_every_state_is_registered_with_lineage_and_metadata(tiny_model, tokeniz
     assert {reg.get(e.parent).tags["role"] for e in edges} == {"component"}
 
 
+@pytest.mark.parametrize("strategy", ["seq", "mtl"])
+def test_strategies_report_how_many_inputs_were_truncated(tiny_model, tokenizer, strategy):
+    """A max_length that cuts some inputs: the step's result counts them (mtl: over every task so far)."""
+    tasks = [load_task("builtin:sentiment", max_train=40), load_task("builtin:topic", max_train=40)]
+    cfg = ContinualConfig(LoraConfig(r=4), TrainConfig(lr=3e-3, steps=2, batch_size=8, max_length=74,
+                                                       progress=False), seed=0)
+    expected = [encode_examples(tokenizer, t, t.train, 74)[1] for t in tasks]
+    assert all(0 < e < 40 for e in expected)  # the setting really cuts some inputs, not all
+    runner = make_strategy(strategy, tiny_model(), tokenizer, cfg)
+    first, second = runner.learn(tasks[0], 1, []), runner.learn(tasks[1], 2, [tasks[0]])
+    assert first.train.truncated == expected[0]
+    assert second.train.truncated == (sum(expected) if strategy == "mtl" else expected[1])
+
+
 def test_strategy_selection_errors(tiny_model, tokenizer):
     assert sorted(STRATEGIES) == sorted(["seq", "inc", "olora", "replay", "ewc", "per_task", "mtl", "merge"])
     with pytest.raises(ValueError, match="unknown strategy 'nope'"):
