@@ -64,7 +64,8 @@ class Task:
 
     def spec(self) -> dict[str, Any]:
         """What `load_task(**spec)` needs to rebuild this task (recorded with every registered state)."""
-        return {"spec": self.source, "name": self.name, "max_train": self.meta.get("max_train"),
+        return {"spec": self.source, "name": self.name, "instruction": self.instruction, "template": self.template,
+                "generation": not self.is_classification, "max_train": self.meta.get("max_train"),
                 "max_test": self.meta.get("max_test"), "seed": self.meta.get("seed", 0)}
 
     def fingerprint(self) -> str:

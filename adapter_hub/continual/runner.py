@@ -133,8 +133,7 @@ def load_chain(registry, ref: str) -> tuple[str, dict[str, Any], list[Task], lis
     if "history" not in meta or "strategy" not in meta:
         raise ValueError(f"{head.ref} was not made by a continual-learning run (no strategy/history in its "
                          f"metadata); start a new sequence without --from")
-    tasks = [load_task(h["spec"]["spec"], name=h["spec"]["name"], max_train=h["spec"]["max_train"],
-                       max_test=h["spec"]["max_test"], seed=h["spec"]["seed"]) for h in meta["history"]]
+    tasks = [load_task(**h["spec"]) for h in meta["history"]]  # Task.spec() recorded exactly these arguments
     refs = [h["ref"] for h in meta["history"][:-1]] + [head.ref]
     done = [_reload(registry, registry.get(r), meta["run"], meta["strategy"], step)
             for step, r in enumerate(refs, start=1)]

@@ -111,3 +111,19 @@ def test_subset_is_seeded(tmp_path):
     task = builtin_task("topic")
     a, b = task.subset(50, 20, seed=3), task.subset(50, 20, seed=3)
     assert a.train == b.train and len(a.train) == 50 and len(a.test) == 20 and task.subset(50, 20, seed=4).train != a.train
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: load_task("builtin:topic", name="topics", instruction="Pick a topic.", template="{instruction}\n"
+                        "Q: {text}\nA:", max_train=30, max_test=10, seed=3),
+    lambda d: load_task(write_task(d / "reviews", ROWS * 5, ROWS, ["negative", "positive"]), max_train=6, seed=1),
+    lambda d: load_task(write_task(d / "math", [{"sentence": "2+2", "label": "four"}] * 3,
+                                   [{"sentence": "3+3", "label": "six"}]), generation=True),
+])
+def test_task_spec_rebuilds_the_same_task(tmp_path, make):
+    """What a registered state records (Task.spec) is enough for `train --from` to rebuild the task."""
+    task = make(tmp_path)
+    again = load_task(**task.spec())
+    assert (again.name, again.instruction, again.template, again.labels) == \
+           (task.name, task.instruction, task.template, task.labels)
+    assert again.train == task.train and again.test == task.test and again.fingerprint() == task.fingerprint()
