@@ -135,7 +135,8 @@ def _markdown(run, results, strategies, tasks) -> str:
     lines += ["| " + " | ".join(row[1:]) + " |" for row in comparison_rows([run])]
     merged = results.get("merged")
     if merged:
-        lines.append(f"| {merged['label']} | {fmt(merged['acc'])} | — | — | — | — | — | — |")
+        blanks = ["—"] * (len(COMPARISON_HEADER) - 3)  # the metrics after ACC, and train time
+        lines.append("| " + " | ".join([merged["label"], fmt(merged["acc"]), *blanks]) + " |")
     lines += ["", *(f"- **{h}**: {note}" for _, h, note in METRIC_COLUMNS), ""]
     if merged:
         lines += [f"The merged row is one adapter (`{merged['version']}`) scored after the whole sequence: "
