@@ -1,10 +1,13 @@
-"""Learning commands: demo (and, as they land, train / eval / bench). They import torch lazily."""
+"""Learning commands: demo and train. They import torch lazily (benchmarks and eval: bench_cmds)."""
 
 from __future__ import annotations
 
 import click
 
 from adapter_hub.cli import cli, pass_ctx
+
+# Kept in step with adapter_hub.continual.STRATEGIES by a test; listed here so `--help` needs no torch import.
+STRATEGY_NAMES = ["seq", "inc", "olora", "replay", "ewc", "per_task", "mtl", "merge"]
 
 
 @cli.command()
@@ -28,7 +31,7 @@ def demo(ctx, base_model: str, steps: int, out: str) -> None:
 @click.option("--task", "task_name", required=True, help="Name of the task (the registry task the result joins).")
 @click.option("--data", required=True, help="Task data: a folder (train/test .json/.jsonl/.csv [+ labels.json]), "
               "builtin:NAME or hf:DATASET.")
-@click.option("--strategy", type=click.Choice(["seq", "inc", "olora", "replay", "ewc", "per_task", "mtl", "merge"]),
+@click.option("--strategy", type=click.Choice(STRATEGY_NAMES),
               help="Continual-learning strategy (default seq, or the --from version's strategy).")
 @click.option("--from", "from_ref", metavar="REF", help="Continue the sequence that produced this version.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Strategy parameter, e.g. lambda1=0.5.")

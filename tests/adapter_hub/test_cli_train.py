@@ -56,3 +56,10 @@ def test_bad_train_requests_register_nothing(run, args, message):
     result = run("train", *COMMON, *args, ok=False)
     assert result.exit_code != 0 and message in result.output, result.output
     assert snapshot(run.registry()) == before
+
+
+def test_strategy_choices_match_the_strategies():
+    from adapter_hub.cli.learn_cmds import STRATEGY_NAMES
+    from adapter_hub.continual import STRATEGIES
+
+    assert STRATEGY_NAMES == list(STRATEGIES)
