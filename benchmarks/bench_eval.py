@@ -15,7 +15,6 @@ on a GPU (scripts/gpu_check.sh). Run:  python benchmarks/bench_eval.py [--batch-
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -26,6 +25,8 @@ from adapter_hub.data import load_task
 from adapter_hub.evaluate import EvalConfig, _normalise, evaluate_states, evaluate_states_loop
 from adapter_hub.lora import detach, lora_layers
 from adapter_hub.prompts import encode_prompt, encode_target
+
+from _results import emit  # benchmarks/ is on sys.path when a script runs
 
 TASKS = ["sentiment", "topic", "animal", "sentiment_flip"]
 
@@ -137,11 +138,7 @@ def main() -> None:
         results.update(peft_s=t_peft, speedup_vs_peft=t_peft / t_routed,
                        peft_equals_routed=all(abs(peft_acc[s][t.name] - routed[s][t.name].accuracy) < 1e-9
                                               for s in adapters for t in tasks))
-    for key, value in results.items():
-        print(f"{key:22s} {value:.4g}" if isinstance(value, float) else f"{key:22s} {value}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+    emit(results, args.json, width=22, spec=".4g")
 
 
 if __name__ == "__main__":

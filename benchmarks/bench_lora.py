@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
 
@@ -20,6 +19,8 @@ import torch
 
 from adapter_hub import LoraConfig, attach
 from adapter_hub.lora import lora_layers, route, set_active
+
+from _results import emit  # benchmarks/ is on sys.path when a script runs
 
 
 def build_model(name: str, device: str):
@@ -151,11 +152,7 @@ def main() -> None:
         mixed_routed_s=t["routed"], mixed_peft_s=t["peft"], mixed_speedup_vs_peft=t["peft"] / t["routed"],
         base_forward_s=t["base"], routed_overhead_vs_base=t["routed"] / t["base"],
     )
-    for k, v in results.items():
-        print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+    emit(results, args.json, spec=".4f")
 
 
 if __name__ == "__main__":

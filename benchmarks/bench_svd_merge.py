@@ -12,7 +12,6 @@ Run:  python benchmarks/bench_svd_merge.py [--dim 4096] [--json out.json]
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -20,6 +19,8 @@ from torch import nn
 
 from adapter_hub import LoraAdapter, LoraConfig, ops
 from adapter_hub.adapter import ModuleFactors
+
+from _results import emit  # benchmarks/ is on sys.path when a script runs
 
 
 class OneLayer(nn.Module):
@@ -94,11 +95,7 @@ def main() -> None:
         "ours_rel_diff_to_dense": rel(ours_delta), "peft_rel_diff_to_dense": rel(peft_delta),
         "singular_values_rel_diff": float((torch.linalg.svdvals(ours_delta)[:r] - S[:r].double()).norm() / S[:r].norm()),
     }
-    for key, value in results.items():
-        print(f"{key:28s} {value:.6g}" if isinstance(value, float) else f"{key:28s} {value}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+    emit(results, args.json, spec=".6g")
 
 
 if __name__ == "__main__":
