@@ -14,7 +14,7 @@ reused by every batch (shared_prefix), so an example pays only for its own input
 Multi-state evaluation: pass `states=[...]` (adapter names attached to the model, None = bare base)
 and every test example is scored under every state in the same batches, each row routed to its own
 adapter (lora.route), so one pass over the test set serves all states. Rows are laid out state by
-state, so on CPU route() serves each adapter's block with plain GEMMs.
+state, so the shared instruction's cache (one row per state) expands to a batch by repeating rows.
 """
 
 from __future__ import annotations
@@ -107,8 +107,7 @@ def score(
         with torch.inference_mode(), _autocast(model):
             prefix = _encode_prefix(model, prompts[0][:head_len], keys if routed else None) if head_len else None
             for start in range(0, len(order), config.batch_size):
-                # One row per (state, example), state by state: each adapter's rows form one block,
-                # which route() serves (on CPU) with a GEMM pair per adapter instead of a per-row gather.
+                # One row per (state, example), state by state: the layout _Prefix.expand assumes.
                 chunk = [(e, s) for s in range(len(keys)) for e in order[start:start + config.batch_size]]
                 batch_prompts = [prompts[e][head_len:] for e, _ in chunk]
                 row_states = [keys[s] for _, s in chunk] if routed else None

@@ -50,10 +50,6 @@ class _RoutePlan:
     A_t: torch.Tensor  # (K+1, in, r_max): A_kᵀ zero-padded to the widest rank
     B_t: torch.Tensor  # (K+1, r_max, out): (s_k·B_k)ᵀ, scaling folded in
     index: torch.Tensor  # (N,) slot per batch row
-    # When each adapter's rows form one contiguous block (the evaluator lays batches out that way),
-    # (slot, start, stop) per block: the LoRA path is then one plain GEMM pair per adapter on a view,
-    # with no per-row gather of factors. None when rows interleave.
-    segments: tuple[tuple[int, int, int], ...] | None = None
 
 
 class LoraLayer(nn.Module):
@@ -140,12 +136,6 @@ class LoraLayer(nn.Module):
         n = x.shape[0]
         if plan.index.shape[0] != n:
             raise ValueError(f"routing was set for {plan.index.shape[0]} rows but the batch has {n}")
-        # Blocks on CPU only: measured 10% faster there (plain GEMMs, no gather). On CUDA a small model
-        # is launch-bound, and the gather path launches a fixed few kernels per layer where blocks
-        # launch two per adapter, so it stays (a guess until scripts/gpu_check.sh times it).
-        if plan.segments is not None and x.device.type == "cpu" and not torch.is_grad_enabled() \
-                and result.is_contiguous():
-            return self._routed_blocks(x, result, plan.segments)
         h = x.to(plan.A_t.dtype).reshape(n, -1, self.in_features)  # (N, T, in)
         h = torch.bmm(h, plan.A_t[plan.index])  # (N, T, r): each row through its own A
         B_rows = plan.B_t[plan.index]  # (N, r, out)
@@ -155,25 +145,6 @@ class LoraLayer(nn.Module):
             flat.baddbmm_(h, B_rows)  # inference: add into the base output, no extra activation pass
             return result
         return torch.baddbmm(flat.to(h.dtype), h, B_rows).reshape(result.shape).to(result.dtype)
-
-    def _routed_blocks(self, x: torch.Tensor, result: torch.Tensor, segments) -> torch.Tensor:
-        """Inference with contiguous per-adapter blocks: result[block] += (x[block] A_kᵀ)(s_k B_kᵀ)."""
-        plan = self._route
-        assert plan is not None
-        none_slot = plan.A_t.shape[0] - 1
-        fused = x.dtype == result.dtype == plan.A_t.dtype and not torch.is_autocast_enabled(x.device.type)
-        x_rows = x.reshape(x.shape[0], -1, self.in_features)
-        out_rows = result.view(result.shape[0], -1, self.out_features)  # contiguous: a view, edits land
-        for slot, start, stop in segments:
-            if slot == none_slot:
-                continue  # the bare base model: nothing to add
-            out = out_rows[start:stop].view(-1, self.out_features)
-            h = x_rows[start:stop].reshape(-1, self.in_features).to(plan.A_t.dtype) @ plan.A_t[slot]  # (rows·T, r)
-            if fused:
-                out.addmm_(h, plan.B_t[slot])
-            else:  # mixed precision (autocast): let the matmul pick its dtype, then add in the output's
-                out.add_((h @ plan.B_t[slot]).to(out.dtype))
-        return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -488,8 +459,6 @@ def route(model: nn.Module, rows: Sequence[str | None]) -> Iterator[None]:
 
     One forward serves many adapters: per layer, the factors are stacked once per block and each
     row's pair is gathered, so the LoRA path is two batched matmuls whatever the mix of adapters.
-    When each adapter's rows are contiguous (lay the batch out adapter by adapter to get this), CPU
-    inference skips the gather and runs one GEMM pair per adapter on a view of its block.
     """
     state = model_state(model)
     if state.merged:
@@ -504,28 +473,16 @@ def route(model: nn.Module, rows: Sequence[str | None]) -> Iterator[None]:
         raise RuntimeError("routing applies no dropout; call model.eval() or use adapters without dropout")
     index_cpu = torch.tensor([slot[r] if r is not None else len(names) for r in rows], dtype=torch.long)
     index_on: dict[torch.device, torch.Tensor] = {}  # one copy per device, not one per layer
-    segments = _contiguous_blocks(index_cpu.tolist())
     try:
         for layer in layers:
             A_t, B_t = layer.stacked(tuple(names))
             if A_t.device not in index_on:
                 index_on[A_t.device] = index_cpu.to(A_t.device)
-            layer._route = _RoutePlan(A_t, B_t, index_on[A_t.device], segments)
+            layer._route = _RoutePlan(A_t, B_t, index_on[A_t.device])
         yield
     finally:
         for layer in layers:
             layer._route = None
-
-
-def _contiguous_blocks(index: list[int]) -> tuple[tuple[int, int, int], ...] | None:
-    """(slot, start, stop) runs of equal slots, or None when some slot appears in two runs."""
-    runs: list[tuple[int, int, int]] = []
-    for i, slot in enumerate(index):
-        if runs and runs[-1][0] == slot:
-            runs[-1] = (slot, runs[-1][1], i + 1)
-        else:
-            runs.append((slot, i, i + 1))
-    return tuple(runs) if len(runs) == len({slot for slot, _, _ in runs}) else None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ def _randomise(model, name, seed, std=0.05):
                 layer.lora_B[name].copy_(torch.randn(layer.lora_B[name].shape, generator=g).to(layer.lora_B[name]) * std)
 
 
-@pytest.mark.parametrize("rows", [["a", "b", "c", "a", "b"],  # interleaved: per-row gather
-                                  ["b", "b", "a", "a", "c"]])  # one block per adapter: GEMM per block
+@pytest.mark.parametrize("rows", [["a", "b", "c", "a", "b"],  # interleaved
+                                  ["b", "b", "a", "a", "c"]])  # one block per adapter (the evaluator's layout)
 def test_routing_on_cuda_matches_each_adapter_alone(tiny_model, rows):
     model = tiny_model().to(CUDA)
     x = torch.randint(0, 256, (5, 16), device=CUDA)
@@ -100,7 +100,7 @@ def test_arithmetic_on_cuda_matches_cpu():
 
 
 def test_routed_bf16_evaluation_agrees_with_the_loop_on_cuda(tiny_model, tokenizer):
-    """The evaluator's CUDA path (bf16 autocast, block routing, shared-prefix cache) against the
+    """The evaluator's CUDA path (bf16 autocast, routing, shared-prefix cache, packed candidates) against the
     one-adapter-at-a-time loop; bf16 rounding may flip a near-tie, so agreement, not identity."""
     from adapter_hub.evaluate import evaluate_states, evaluate_states_loop
 

@@ -137,12 +137,12 @@ def test_weighted_active_adapters_equal_weighted_merge(tiny_model):
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("rows, blocks", [
-    (["a", "b", None, "c", "a", None, "b"], False),  # interleaved: per-row gather + batched matmul
-    (["b", "b", "a", "a", "a", None, "c"], True),  # one block per adapter: a GEMM pair per block
+@pytest.mark.parametrize("rows", [
+    ["a", "b", None, "c", "a", None, "b"],  # interleaved
+    ["b", "b", "a", "a", "a", None, "c"],  # one block per adapter (the evaluator's layout)
 ])
-@pytest.mark.parametrize("grad", [True, False])
-def test_routing_matches_each_adapter_alone(tiny_model, name, rows, blocks, grad):
+@pytest.mark.parametrize("grad", [True, False])  # training's out-of-place add, inference's in-place add
+def test_routing_matches_each_adapter_alone(tiny_model, name, rows, grad):
     model = tiny_model(name)
     x = _ids(2, rows=7)
     base = model(x).logits
@@ -156,8 +156,6 @@ def test_routing_matches_each_adapter_alone(tiny_model, name, rows, blocks, grad
     alone[None] = base
     set_active(model, ["a", "c"])  # routing overrides whatever is active
     with torch.set_grad_enabled(grad), route(model, rows):
-        plans = [layer._route for _, layer in lora_layers(model)]
-        assert all((plan.segments is not None) == blocks for plan in plans)
         mixed = model(x).logits
     for i, adapter in enumerate(rows):
         torch.testing.assert_close(mixed[i], alone[adapter][i], atol=1e-5, rtol=0)
