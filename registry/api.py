@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 from registry import housekeeping, queries, runs
 from registry.adapter_format import EXPORT_MANIFEST, inspect_folder
-from registry.db import check_schema, current_revision, has_tables, make_engine, session_scope, upgrade
+from registry.db import (check_schema, check_sqlite_file, current_revision, has_tables, make_engine, session_scope,
+                         upgrade)
 from registry.errors import DuplicateVersionError, RefError, RegistryError
 from registry.models import alias as A
 from registry.models import evaluation as E
@@ -39,13 +40,14 @@ from registry.models import utcnow
 from registry.models import version as V
 from registry.models import version_file as F
 from registry.queries import MetricFilter, VersionInfo
-from registry.refs import check_name
-from registry.store import BlobStore, copy_tree_files, open_store, sha256_file
+from registry.refs import check_name, parse_ref
+from registry.store import BlobStore, check_file_name, check_hex, materialise, open_store, sha256_file
 
 if TYPE_CHECKING:
     from adapter_hub.adapter import LoraAdapter
 
 DB_FILE = "registry.db"
+INIT_LOCK = ".init.lock"  # serialises the creation of a registry folder
 OnDuplicate = Literal["error", "reuse", "new"]
 # Lineage edge kind for an adapter's recorded operation (adapter.provenance["op"], and "chain_ops" for
 # unsaved results it was built from); when several apply, the first kind in EDGE_PRECEDENCE wins.
@@ -137,15 +139,36 @@ class Registry:
         db = root / DB_FILE
         if not db.exists():
             if not create:
-                raise RegistryError(f"no registry at {root}; create one with `adapter-hub --registry {root} init`")
-            if root.exists() and (not root.is_dir() or any(root.iterdir())):
-                raise RegistryError(f"{root} exists and is not an adapter-hub registry (no {DB_FILE}); "
-                                    f"pick a new or empty folder")
-            root.mkdir(parents=True, exist_ok=True)
+                raise RegistryError(f"no registry at {root} (no {DB_FILE} there); check the path, or create one "
+                                    f"with `adapter-hub --registry {root} init`")
+            cls._create_folder(root)
+        check_sqlite_file(db)
         engine = make_engine(f"sqlite:///{db}")
         cls._ensure_schema(engine, str(root), create, check)
         store_url = cls._setting(engine, "store") or store or str(root / "objects")
         return cls(engine, open_store(store_url), str(root), root / "checkouts")
+
+    @staticmethod
+    def _create_folder(root: Path) -> None:
+        """Build a new registry folder; several processes may race here (the first builds, the rest wait).
+        A folder holding anything else is refused: a registry is never created over unknown content."""
+        if root.exists() and not root.is_dir():
+            raise RegistryError(f"{root} exists and is not a folder; pick a new or empty folder for the registry")
+        if root.is_dir() and any(e.name != INIT_LOCK for e in root.iterdir()):
+            raise RegistryError(f"{root} exists and is not an adapter-hub registry (no {DB_FILE}); "
+                                f"pick a new or empty folder")
+        root.mkdir(parents=True, exist_ok=True)
+        import fcntl
+
+        with open(root / INIT_LOCK, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if (root / DB_FILE).exists():
+                return  # another process built it while we waited
+            engine = make_engine(f"sqlite:///{root / DB_FILE}")
+            try:
+                upgrade(engine)
+            finally:
+                engine.dispose()
 
     @classmethod
     def _open_url(cls, url: str, store: str | None, create: bool, check: bool) -> "Registry":
@@ -161,8 +184,16 @@ class Registry:
             raise RegistryError(f"{url}: say where blobs go the first time (--store DIR_OR_URL, e.g. s3://bucket/adapters)")
         if fresh or not saved:
             with session_scope(engine, write=True) as s:
-                if s.execute(select(S.c.value).where(S.c.key == "store")).scalar() is None:
+                if engine.dialect.name == "postgresql":  # two first opens at once: one insert wins, quietly
+                    from sqlalchemy.dialects.postgresql import insert as upsert
+
+                    s.execute(upsert(S).values(key="store", value=store_url).on_conflict_do_nothing())
+                elif s.execute(select(S.c.value).where(S.c.key == "store")).scalar() is None:
                     s.execute(insert(S).values(key="store", value=store_url))
+            saved = cls._setting(engine, "store")
+            if store and saved != store:
+                raise RegistryError(f"{url} keeps its blobs in {saved}, not {store}")
+            store_url = saved
         import platformdirs
 
         cache = Path(platformdirs.user_cache_dir("adapter-hub")) / "checkouts"
@@ -182,7 +213,7 @@ class Registry:
 
     @staticmethod
     def _setting(engine: Engine, key: str) -> str | None:
-        with engine.connect() as conn:
+        with session_scope(engine) as conn:
             return conn.execute(select(S.c.value).where(S.c.key == key)).scalar()
 
     def upgrade(self) -> str:
@@ -226,31 +257,62 @@ class Registry:
             info = inspect_folder(folder)
             provenance = provenance or info.provenance
             edges = self._parent_edges(parents, provenance)
-            stored = [(name, *self.store.put_file(folder / name, progress)) for name in info.files]
-        digest = manifest_digest(stored)
-        row = dict(digest=digest, base_model=info.base_model, base_fingerprint=info.base_fingerprint,
-                   rank=info.rank, alpha=info.alpha, target_modules=info.target_modules, size_bytes=info.size_bytes,
-                   created_by=created_by or _created_by(), note=note, metadata=metadata)
-        with session_scope(self.engine, write=True) as s:
-            tid, next_number = self._lock_task(s, task)
-            dup = s.execute(select(V.c.number).where(V.c.task_id == tid, V.c.digest == digest,
-                                                     V.c.deleted_at.is_(None)).order_by(V.c.number)).scalar()
-            if dup is not None and on_duplicate == "error":
-                raise DuplicateVersionError(f"identical content is already {task}:{dup}; use it, or pass "
-                                            f"on_duplicate='new' (--allow-duplicate) for another version")
-            if dup is not None and on_duplicate == "reuse":
-                return queries.resolve(s, f"{task}:{dup}")
-            s.execute(update(T).where(T.c.id == tid).values(next_version=next_number + 1))
-            vid = s.execute(insert(V).values(task_id=tid, number=next_number, created_at=utcnow(), **row)).inserted_primary_key[0]
-            s.execute(insert(F), [{"version_id": vid, "path": p, "blob": b, "size": n} for p, b, n in stored])
-            if tags:
-                s.execute(insert(G), [{"version_id": vid, "key": k, "value": v} for k, v in tags.items()])
-            if _import_from:
-                edges.append((None, _import_from, "imported", {}))
-            if edges:
-                s.execute(insert(L), [{"child_id": vid, "parent_id": pid, "parent_ref": pref, "kind": kind,
-                                       "params": params} for pid, pref, kind, params in edges])
-            return queries.resolve(s, f"{task}:{next_number}")
+            staged = []
+            try:
+                for name in info.files:
+                    staged.append((name, self.store.stage(folder / name, progress)))
+                return self._store_and_insert(task, staged, info, edges, metadata, tags, note, on_duplicate,
+                                              created_by, _import_from)
+            finally:
+                for _, st in staged:
+                    self.store.discard(st)
+
+    def _store_and_insert(self, task, staged, info, edges, metadata, tags, note, on_duplicate, created_by,
+                          import_from) -> VersionInfo:
+        """Pin the staged blobs, move them to their addresses, then insert the version and drop the pins
+        in one transaction (the gc protocol in registry/housekeeping.py); a failure releases the pins
+        and removes the blobs this call created that nothing else needs."""
+        stored = [(name, st.digest, st.size) for name, st in staged]
+        blobs = [b for _, b, _ in stored]
+        token = housekeeping.pin(self.engine, blobs)
+        created: list[str] = []
+        try:
+            for _, st in staged:
+                if self.store.commit(st):
+                    created.append(st.digest)
+            digest = manifest_digest(stored)
+            row = dict(digest=digest, base_model=info.base_model, base_fingerprint=info.base_fingerprint,
+                       rank=info.rank, alpha=info.alpha, target_modules=info.target_modules,
+                       size_bytes=info.size_bytes, created_by=created_by or _created_by(), note=note,
+                       metadata=metadata)
+            with session_scope(self.engine, write=True) as s:
+                tid, next_number = self._lock_task(s, task)
+                housekeeping.unpin(s, token, blobs, self.store)
+                dup = s.execute(select(V.c.number).where(V.c.task_id == tid, V.c.digest == digest,
+                                                         V.c.deleted_at.is_(None)).order_by(V.c.number)).scalar()
+                if dup is not None and on_duplicate == "error":
+                    raise DuplicateVersionError(f"identical content is already {task}:{dup}; use it, or pass "
+                                                f"on_duplicate='new' (--allow-duplicate) for another version")
+                if dup is not None and on_duplicate == "reuse":
+                    return queries.resolve(s, f"{task}:{dup}")
+                s.execute(update(T).where(T.c.id == tid).values(next_version=next_number + 1))
+                vid = s.execute(insert(V).values(task_id=tid, number=next_number, created_at=utcnow(),
+                                                 **row)).inserted_primary_key[0]
+                s.execute(insert(F), [{"version_id": vid, "path": p, "blob": b, "size": n} for p, b, n in stored])
+                if tags:
+                    s.execute(insert(G), [{"version_id": vid, "key": k, "value": v} for k, v in tags.items()])
+                if import_from:
+                    edges.append((None, import_from, "imported", {}))
+                if edges:
+                    s.execute(insert(L), [{"child_id": vid, "parent_id": pid, "parent_ref": pref, "kind": kind,
+                                           "params": params} for pid, pref, kind, params in edges])
+                return queries.resolve(s, f"{task}:{next_number}")
+        except BaseException:
+            try:
+                housekeeping.release(self.engine, self.store, token, created)
+            except Exception:  # noqa: BLE001 - the original error matters; stale pins expire, gc frees blobs
+                pass
+            raise
 
     @staticmethod
     def _as_folder(adapter_or_folder: Any, tmp: Path) -> tuple[Path, dict[str, Any]]:
@@ -311,6 +373,16 @@ class Registry:
         row = s.execute(select(T.c.id, T.c.next_version).where(T.c.name == name).with_for_update()).one()
         return row[0], row[1]
 
+    @staticmethod
+    def _lock_existing_task(s, ref_or_task: str) -> int:
+        """Lock the row of the task a ref names (or the task itself), so concurrent alias moves, tags and
+        deletes on one task serialise on PostgreSQL (SQLite's BEGIN IMMEDIATE already does)."""
+        parsed = parse_ref(ref_or_task)
+        name = parsed.task if parsed.kind != "digest" else queries.resolve(s, parsed).task
+        tid = queries.task_id(s, name)
+        s.execute(select(T.c.id).where(T.c.id == tid).with_for_update())
+        return tid
+
     # ---- reading ---------------------------------------------------------------------------------
 
     def get(self, ref: str, *, include_deleted: bool = False) -> VersionInfo:
@@ -354,20 +426,36 @@ class Registry:
             return queries.lineage(s, queries.resolve(s, ref, include_deleted=True), direction, max_depth)
 
     def files(self, ref: str) -> list[tuple[str, str, int]]:
-        """(path, blob sha256, size) of a version's files."""
+        """(path, blob sha256, size) of a version's files, each checked to be a safe name and digest."""
         with session_scope(self.engine) as s:
             info = queries.resolve(s, ref)
-            return [tuple(r) for r in s.execute(select(F.c.path, F.c.blob, F.c.size)
-                                                .where(F.c.version_id == info.id).order_by(F.c.path))]
+            rows = s.execute(select(F.c.path, F.c.blob, F.c.size).where(F.c.version_id == info.id)
+                             .order_by(F.c.path)).all()
+        for path, blob, _ in rows:
+            check_file_name(path, info.ref)
+            check_hex(blob)
+        return [tuple(r) for r in rows]
 
     def path(self, ref: str, progress: Callable[[int], None] | None = None) -> Path:
-        """A verified local folder holding the version's files (a cached checkout, re-checked each call)."""
+        """A verified local folder holding the version's files (a cached checkout, re-checked each call).
+
+        Safe to call from many processes at once: the checkout is built beside its place and renamed
+        in; a damaged or tampered checkout (a changed byte, a missing or extra file) is rebuilt."""
         info = self.get(ref)
         files = self.files(info.ref)
-        dest = self.checkouts / info.digest.removeprefix("sha256:")
-        if dest.is_dir() and all((dest / p).is_file() and sha256_file(dest / p)[0] == b for p, b, _ in files):
+        dest = self.checkouts / check_hex(info.digest.removeprefix("sha256:"))
+
+        def intact(folder: Path) -> bool:
+            try:
+                names = sorted(entry.name for entry in folder.iterdir())
+                return names == sorted(p for p, _, _ in files) and all(
+                    not (folder / p).is_symlink() and sha256_file(folder / p)[0] == b for p, b, _ in files)
+            except (OSError, RegistryError):
+                return False
+
+        if dest.is_dir() and intact(dest):
             return dest
-        copy_tree_files(self.store, [(p, b) for p, b, _ in files], dest, info.ref, progress)
+        materialise(self.store, [(p, b) for p, b, _ in files], dest, info.ref, progress, keep=intact)
         return dest
 
     def load(self, ref: str) -> "LoraAdapter":
@@ -379,17 +467,26 @@ class Registry:
         adapter.ref, adapter.digest = info.ref, info.digest
         return adapter
 
-    def export(self, ref: str, dest: str | os.PathLike, progress: Callable[[int], None] | None = None) -> Path:
-        """Write the version as a PEFT folder (verified) plus a small manifest `import` understands."""
+    def export(self, ref: str, dest: str | os.PathLike, progress: Callable[[int], None] | None = None, *,
+               force: bool = False) -> Path:
+        """Write the version as a PEFT folder (verified) plus a small manifest `import` understands.
+
+        DEST must be new or empty unless `force` (then its old content is replaced as a whole). The
+        folder is assembled beside DEST and renamed in, so a killed export leaves DEST as it was; the
+        next export there removes the killed one's staging folder."""
         dest = Path(dest)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise RegistryError(f"{dest} exists and is not empty; export into a new folder")
+        if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+            raise RegistryError(f"{dest} exists and is not a folder; export into a new folder")
+        if dest.is_dir() and any(dest.iterdir()) and not force:
+            raise RegistryError(f"{dest} exists and is not empty; export into a new folder (or pass --force to "
+                                f"replace it)")
         info = self.get(ref)
-        copy_tree_files(self.store, [(p, b) for p, b, _ in self.files(info.ref)], dest, info.ref, progress)
+        files = [(p, b) for p, b, _ in self.files(info.ref)]
         manifest = {"ref": info.ref, "digest": info.digest, "registry": self.location, "metadata": info.metadata,
                     "tags": info.tags, "note": info.note, "base_model": info.base_model,
                     "exported_at": utcnow().isoformat()}
-        (dest / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        materialise(self.store, files, dest, info.ref, progress,
+                    extra={EXPORT_MANIFEST: (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()})
         return dest
 
     def import_folder(self, folder: str | os.PathLike, *, task: str, note: str | None = None,
@@ -413,8 +510,8 @@ class Registry:
         """Point `task@name` at this version (moving it if it exists)."""
         check_name(name, "alias")
         with session_scope(self.engine, write=True) as s:
+            tid = self._lock_existing_task(s, ref)
             info = queries.resolve(s, ref)
-            tid = queries.task_id(s, info.task)
             key = (A.c.task_id == tid) & (A.c.name == name)
             if s.execute(select(A.c.name).where(key)).first():
                 s.execute(update(A).where(key).values(version_id=info.id, updated_at=utcnow()))
@@ -424,13 +521,14 @@ class Registry:
 
     def unalias(self, task: str, name: str) -> None:
         with session_scope(self.engine, write=True) as s:
-            tid = queries.task_id(s, check_name(task))
+            tid = self._lock_existing_task(s, check_name(task))
             if s.execute(delete(A).where(A.c.task_id == tid, A.c.name == check_name(name, "alias"))).rowcount == 0:
                 raise RefError(f"task {task!r} has no alias {name!r}")
 
     def tag(self, ref: str, key: str, value: Any) -> VersionInfo:
         (key, text), = _check_tags({key: value}).items()
         with session_scope(self.engine, write=True) as s:
+            self._lock_existing_task(s, ref)
             info = queries.resolve(s, ref)
             where = (G.c.version_id == info.id) & (G.c.key == key)
             if s.execute(select(G.c.key).where(where)).first():
@@ -443,6 +541,7 @@ class Registry:
         """Soft-delete: the row stays as a tombstone (its number is never reused), aliases to it go;
         `gc` later frees blobs no live version uses."""
         with session_scope(self.engine, write=True) as s:
+            self._lock_existing_task(s, ref)
             info = queries.resolve(s, ref)
             s.execute(update(V).where(V.c.id == info.id).values(deleted_at=utcnow()))
             s.execute(delete(A).where(A.c.version_id == info.id))
@@ -500,14 +599,23 @@ class Registry:
     # ---- maintenance -----------------------------------------------------------------------------
 
     def gc(self, grace: float = housekeeping.DEFAULT_GRACE) -> housekeeping.GcReport:
-        """Free blobs that no live version uses (older than `grace` seconds) and stale temp files."""
-        with session_scope(self.engine) as s:
-            return housekeeping.gc(s, self.store, self.checkouts, grace)
+        """Free blobs that no live version uses and no registration in flight has pinned (and older
+        than `grace` seconds), dead writers' temp files, and checkouts of deleted versions. Safe beside
+        registrations and other gc's (the protocol is in registry/housekeeping.py)."""
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not math.isfinite(grace) or grace < 0:
+            raise ValueError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
+        with session_scope(self.engine, write=True) as s:
+            return housekeeping.gc(s, self.store, self.checkouts, float(grace))
 
     def fsck(self, repair: bool = False) -> housekeeping.FsckReport:
-        """Check every live version's blobs, list orphans and dangling aliases; repair what is safe to."""
-        with session_scope(self.engine, write=repair) as s:
-            return housekeeping.fsck(s, self.store, repair=repair)
+        """Check every live version's blobs, list orphans and dangling aliases; with `repair`, remove
+        what is safe to (re-checked under the write lock, so registrations in flight keep their blobs)."""
+        with session_scope(self.engine) as s:
+            report = housekeeping.fsck(s, self.store)
+        if repair:
+            with session_scope(self.engine, write=True) as s:
+                housekeeping.repair(s, self.store, report)
+        return report
 
     def close(self) -> None:
         self.engine.dispose()

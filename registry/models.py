@@ -149,3 +149,16 @@ evaluation = Table(
     _ts("created_at"),
     Index("ix_evaluation_version_id_metric", "version_id", "metric"),
 )
+
+# ---- revision 0003: blob pins (the gc protocol, registry/housekeeping.py) ---------------------------
+
+# A registration in flight holds a pin on each blob it is about to store or reuse, committed before it
+# looks at the store; gc and fsck --repair never delete a pinned blob. The version insert deletes the
+# pins in the same transaction, so a blob is always either pinned or referenced while it is needed.
+blob_pin = Table(
+    "blob_pin", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token", String(96), nullable=False, index=True),  # "pin-<host>-<pid>-<random>", one per registration
+    Column("blob", String(64), nullable=False, index=True),
+    _ts("created_at"),
+)

@@ -4,27 +4,113 @@ Layout: `objects/sha256/ab/cdef…` (the first two hex digits fan out the direct
 `objects/tmp/` first, is fsynced, then renamed into place (and the directory fsynced), so a blob's
 path exists only once its bytes are durable; a crash leaves at most a temp file, which gc removes.
 Local folders use the OS directly; any other URL (s3://, gs://, memory://…) goes through fsspec.
+
+Database rows are input, not trusted code (a team shares the database): every path this module builds
+from a digest checks that it is 64 hex digits first, and files are read without following symlinks.
+Temp files and staging folders carry their writer's host and pid in their names, so housekeeping can
+tell a crashed writer's debris (removable at once) from a live writer's work (never touched while
+that process lives on this host).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from registry.errors import IntegrityError, RegistryError
 
 CHUNK = 1 << 20  # hash and copy in 1 MiB chunks: bounded memory for any file size
 Progress = Callable[[int], None]  # called with the number of bytes just processed
+HEX64 = re.compile(r"[0-9a-f]{64}")
+# A live writer's temp file is never removed on its own host; on another host (a shared store) only
+# when older than this, whatever gc's --grace says, because a write in progress there cannot be seen.
+FOREIGN_TEMP_MIN_AGE = 600.0
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
+_WRITER_RE = re.compile(r"\.?[a-z]+-(?P<host>[A-Za-z0-9]*)-(?P<pid>[0-9]+)-")
+
+
+def check_hex(digest: object) -> str:
+    """`digest` if it is a sha256 hex digest; IntegrityError otherwise (a crafted row could say '../x')."""
+    if not isinstance(digest, str) or not HEX64.fullmatch(digest):
+        raise IntegrityError(f"invalid blob digest {str(digest)[:80]!r} in the registry database (expected 64 "
+                             f"lowercase hex digits); refusing to build a path from it")
+    return digest
+
+
+@dataclass
+class Staged:
+    """A file copied into the store's temp area, hashed, not yet at its address."""
+
+    tmp: str
+    digest: str
+    size: int
+
+
+def writer_prefix(kind: str) -> str:
+    """Name prefix of a temp file or staging folder: who is writing it (see `writer_is_gone`)."""
+    return f"{kind}-{_HOST}-{os.getpid()}-"
+
+
+def writer_is_gone(name: str, age: float, grace: float) -> bool:
+    """Whether the temp file or staging folder `name` (a basename) may be removed.
+
+    This host's: as soon as its writer process has exited. A live writer's (or another host's, or an
+    unparseable name): only after max(grace, FOREIGN_TEMP_MIN_AGE), so a reused pid delays, never loses."""
+    m = _WRITER_RE.match(name)
+    if m and m["host"] == _HOST and not _pid_alive(int(m["pid"])):
+        return True  # its writer crashed or was killed: nothing will ever finish it
+    if m and m["host"] == _HOST and int(m["pid"]) == os.getpid():
+        return False  # this process is writing it
+    return age >= max(grace, FOREIGN_TEMP_MIN_AGE)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def open_regular(path: str | os.PathLike):
+    """Open a file for reading, refusing a symlink (an adapter folder's README -> /etc/passwd)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RegistryError(f"{path} is a symbolic link; adapter folders must hold regular files only")
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _mtime_or_none(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # removed meanwhile (a writer renamed it into place, another gc deleted it)
+        return None
 
 
 def sha256_file(path: str | os.PathLike, progress: Progress | None = None) -> tuple[str, int]:
     h, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
             size += len(chunk)
@@ -56,7 +142,12 @@ def _corrupt(what: str, digest: str, actual: str) -> IntegrityError:
 
 
 class BlobStore:
-    """A local folder store. See `open_store` for URLs."""
+    """A local folder store. See `open_store` for URLs.
+
+    Writing is two steps so that a registration can pin its blobs in the database in between (see
+    registry/housekeeping.py): `stage` copies a file into `tmp/` (fsynced, hashed), `commit` moves it to
+    its content address. `put_file` does both.
+    """
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
@@ -65,7 +156,7 @@ class BlobStore:
     # ---- layout ----------------------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> Path:
-        return self.root / "sha256" / digest[:2] / digest[2:]
+        return self.root / "sha256" / digest[:2] / check_hex(digest)[2:]
 
     @property
     def tmp_dir(self) -> Path:
@@ -73,14 +164,13 @@ class BlobStore:
 
     # ---- writing ---------------------------------------------------------------------------------
 
-    def put_file(self, source: str | os.PathLike, progress: Progress | None = None) -> tuple[str, int]:
-        """Store a file; returns (sha256 hex, size). Durable on return."""
+    def stage(self, source: str | os.PathLike, progress: Progress | None = None) -> Staged:
+        """Copy `source` into the store's temp area (durable, hashed); nothing is visible yet."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         h, size = hashlib.sha256(), 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix="put-")
-        tmp = Path(tmp_name)
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix=writer_prefix("put"))
         try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            with os.fdopen(fd, "wb") as out, open_regular(source) as src:
                 while chunk := src.read(CHUNK):
                     h.update(chunk)
                     out.write(chunk)
@@ -89,17 +179,37 @@ class BlobStore:
                         progress(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
-            digest = h.hexdigest()
-            final = self.blob_path(digest)
-            if final.exists() and final.stat().st_size == size:
-                return digest, size  # already stored (content addressing: same bytes, same name)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return Staged(tmp_name, h.hexdigest(), size)
+
+    def commit(self, staged: Staged) -> bool:
+        """Move a staged file to its address. True when this call created the blob.
+
+        An existing blob is re-hashed first: if its bytes no longer match its name (bit rot, a bad
+        restore) the staged copy replaces it, so re-registering the original bytes repairs the store."""
+        final = self.blob_path(staged.digest)
+        try:
+            if final.is_file() and sha256_file(final)[0] == staged.digest:
+                os.utime(final)  # a reused blob counts as recently touched for gc's grace period
+                return False
+            created = not final.exists()
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
+            os.replace(staged.tmp, final)
             _fsync_dir(final.parent)
-            return digest, size
+            return created
         finally:
-            if tmp.exists():
-                tmp.unlink()
+            self.discard(staged)
+
+    def discard(self, staged: Staged) -> None:
+        Path(staged.tmp).unlink(missing_ok=True)
+
+    def put_file(self, source: str | os.PathLike, progress: Progress | None = None) -> tuple[str, int]:
+        """Store a file; returns (sha256 hex, size). Durable on return. (No pin: see Registry.register.)"""
+        staged = self.stage(source, progress)
+        self.commit(staged)
+        return staged.digest, staged.size
 
     # ---- reading ---------------------------------------------------------------------------------
 
@@ -118,17 +228,21 @@ class BlobStore:
     def copy_out(self, digest: str, dest: str | os.PathLike, what: str = "", progress: Progress | None = None) -> None:
         """Copy a blob to `dest`, verifying its hash on the way (a changed byte raises IntegrityError)."""
         path = self.blob_path(digest)
-        if not path.is_file():
-            raise _missing(what, digest, self.url)
         dest = Path(dest)
         tmp = dest.with_name(f".{dest.name}.part")
         h = hashlib.sha256()
-        with open(path, "rb") as src, open(tmp, "wb") as out:
-            while chunk := src.read(CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-                if progress:
-                    progress(len(chunk))
+        try:
+            with open(path, "rb") as src, open(tmp, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
+            if not path.is_file():
+                raise _missing(what, digest, self.url)
+            raise
         if h.hexdigest() != digest:
             tmp.unlink()
             raise _corrupt(what, digest, h.hexdigest())
@@ -137,28 +251,34 @@ class BlobStore:
     # ---- housekeeping ----------------------------------------------------------------------------
 
     def iter_blobs(self) -> Iterator[tuple[str, float]]:
-        """(digest, mtime) of every stored blob."""
+        """(digest, mtime) of every stored blob (one removed while listing is skipped)."""
         base = self.root / "sha256"
         if not base.is_dir():
             return
-        for fan in base.iterdir():
-            if fan.is_dir():
-                for f in fan.iterdir():
-                    yield fan.name + f.name, f.stat().st_mtime
+        for fan in _listdir(base):
+            for name in _listdir(fan):
+                mtime = _mtime_or_none(name)
+                if mtime is not None and HEX64.fullmatch(fan.name + name.name):
+                    yield fan.name + name.name, mtime
 
     def iter_temp(self) -> Iterator[tuple[str, float]]:
-        """(name, mtime) of leftover temp files (a crash mid-write leaves one)."""
-        if self.tmp_dir.is_dir():
-            for f in self.tmp_dir.iterdir():
-                yield str(f), f.stat().st_mtime
+        """(name, mtime) of temp files (a crash mid-write leaves one; a live writer is using others)."""
+        for f in _listdir(self.tmp_dir):
+            mtime = _mtime_or_none(f)
+            if mtime is not None:
+                yield str(f), mtime
 
     def remove_temp(self, name: str) -> None:
         Path(name).unlink(missing_ok=True)
 
     def delete(self, digest: str) -> int:
+        """Remove a blob; returns the bytes freed (0 when another process removed it first)."""
         path = self.blob_path(digest)
-        size = path.stat().st_size
-        path.unlink()
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
         return size
 
 
@@ -178,19 +298,43 @@ class FsspecBlobStore(BlobStore):
         self.root = Path(self.base)  # unused for I/O; kept for messages
 
     def _key(self, digest: str) -> str:
-        return f"{self.base}/sha256/{digest[:2]}/{digest[2:]}"
+        return f"{self.base}/sha256/{digest[:2]}/{check_hex(digest)[2:]}"
 
     def blob_path(self, digest: str) -> Path:  # type: ignore[override]
         return Path(self._key(digest))
 
-    def put_file(self, source, progress=None):
-        digest, size = sha256_file(source, progress)
-        key = self._key(digest)
-        if not self.fs.exists(key):
-            tmp_key = f"{self.base}/tmp/put-{digest}-{os.getpid()}-{time.time_ns()}"
-            self.fs.put_file(str(source), tmp_key)
+    def stage(self, source, progress=None):
+        """A local hashed copy (the upload happens in `commit`, after the caller has pinned the digest)."""
+        fd, tmp_name = tempfile.mkstemp(prefix="adapter-hub-stage-")
+        h, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as out, open_regular(source) as src:
+                while chunk := src.read(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                    if progress:
+                        progress(len(chunk))
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return Staged(tmp_name, h.hexdigest(), size)
+    def commit(self, staged):
+        key = self._key(staged.digest)
+        try:
+            if self.fs.exists(key):
+                try:
+                    self.verify(staged.digest)
+                    return False
+                except IntegrityError:
+                    pass  # corrupt: the upload below replaces it
+            created = not self.fs.exists(key)
+            tmp_key = f"{self.base}/tmp/{writer_prefix('put')}{staged.digest[:16]}-{time.time_ns()}"
+            self.fs.put_file(staged.tmp, tmp_key)
             self.fs.mv(tmp_key, key)  # object stores make the final key appear atomically
-        return digest, size
+            return created
+        finally:
+            self.discard(staged)
 
     def exists(self, digest):
         return self.fs.exists(self._key(digest))
@@ -225,12 +369,18 @@ class FsspecBlobStore(BlobStore):
                 yield key, _mtime(info)
 
     def remove_temp(self, name):
-        self.fs.rm(name)
+        try:
+            self.fs.rm(name)
+        except FileNotFoundError:
+            pass
 
     def delete(self, digest):
         key = self._key(digest)
-        size = self.fs.size(key)
-        self.fs.rm(key)
+        try:
+            size = self.fs.size(key)
+            self.fs.rm(key)
+        except FileNotFoundError:
+            return 0
         return size
 
 
@@ -249,17 +399,80 @@ def open_store(url: str) -> BlobStore:
     return BlobStore(url.removeprefix("file://"))
 
 
-def copy_tree_files(store: BlobStore, files: list[tuple[str, str]], dest: Path, what: str,
-                    progress: Progress | None = None) -> None:
-    """Materialise (path, digest) pairs into `dest`, each verified; `dest` appears atomically."""
+def materialise(store: BlobStore, files: list[tuple[str, str]], dest: Path, what: str,
+                progress: Progress | None = None, *, keep: Callable[[Path], bool] | None = None,
+                extra: dict[str, bytes] | None = None) -> None:
+    """Make `dest` a folder holding exactly the (path, digest) files, each verified on the way.
+
+    The files are copied into a staging folder beside `dest` and renamed into place, so `dest` appears
+    whole or not at all. Several processes may materialise the same folder at once: when `dest`
+    already exists, `keep(dest)` decides whether it is good (another writer won the race: use it) or
+    must be replaced (moved aside first, so a reader never sees a half-removed folder). Without `keep`
+    an existing `dest` is replaced. `extra` adds small files given as bytes (an export manifest).
+    A killed run leaves a staging folder that the next call here (or gc, for checkouts) removes.
+    """
     dest = Path(dest)
+    for path, _ in files:
+        check_file_name(path, what)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    clean_staging(dest.parent, dest.name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{writer_prefix('stage')}", dir=dest.parent))
     try:
         for path, digest in files:
             store.copy_out(digest, staging / path, f"{what} file {path}", progress)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
+        for name, data in (extra or {}).items():
+            (staging / check_file_name(name, what)).write_bytes(data)
+        for _ in range(5):
+            try:
+                os.rename(staging, dest)  # POSIX: atomic, and allowed over an empty folder
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
+                    raise
+            if keep is not None and keep(dest):
+                return
+            aside = dest.parent / f".{dest.name}.{writer_prefix('old')}{time.time_ns()}"
+            try:
+                os.rename(dest, aside)
+            except FileNotFoundError:
+                continue  # another process moved it first; try our rename again
+            _remove(aside)
+        raise RegistryError(f"{what}: could not place {dest} (other processes keep replacing it)")
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
+
+
+def clean_staging(parent: Path, name: str | None = None, grace: float = 0.0) -> int:
+    """Remove staging/aside folders beside `parent/name` (all names when None) left by dead writers."""
+    removed = 0
+    prefix = f".{name}." if name else "."
+    now = time.time()
+    for entry in _listdir(parent):
+        if not entry.name.startswith(prefix):
+            continue
+        rest = entry.name[len(prefix):] if name else entry.name.partition(".")[2].partition(".")[2]
+        if not (rest.startswith("stage-") or rest.startswith("old-")):
+            continue
+        mtime = _mtime_or_none(entry)
+        if mtime is not None and writer_is_gone(rest, now - mtime, grace):
+            _remove(entry)
+            removed += 1
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}")
+
+
+def check_file_name(path: object, what: str = "") -> str:
+    """A version's file name as stored in the database: one plain path component, never '..' or absolute."""
+    if not isinstance(path, str) or not _FILE_NAME.fullmatch(path) or ".." in path:
+        raise IntegrityError(f"{what or 'version'}: unsafe file path {str(path)[:80]!r} in the registry database "
+                             f"(a version's files are plain names inside its folder); refusing to write it")
+    return path

@@ -49,10 +49,30 @@ def test_corruption_detected_on_fsspec(url_registry, adapter_dir, tmp_path):
     assert reg.fsck().corrupt == ["a:1 adapter_model.safetensors"]
 
 
-def test_gc_removes_stale_remote_temp_files_only_after_grace(url_registry):
+def test_gc_removes_stale_remote_temp_files_only_after_grace(url_registry, monkeypatch):
+    import registry.store
+
     reg = url_registry
-    key = f"{reg.store.base}/tmp/put-leftover"
+    key = f"{reg.store.base}/tmp/put-leftover"  # no writer named: it may be another host's upload in progress
     reg.store.fs.pipe_file(key, b"half a blob")
     assert [n for n, _ in reg.store.iter_temp()] == [key]
     assert reg.gc(grace=3600).removed_temp == 0 and reg.store.fs.exists(key)
+    assert reg.gc(grace=0).removed_temp == 0 and reg.store.fs.exists(key)  # younger than FOREIGN_TEMP_MIN_AGE
+    monkeypatch.setattr(registry.store, "FOREIGN_TEMP_MIN_AGE", 0.0)
     assert reg.gc(grace=0).removed_temp == 1 and not reg.store.fs.exists(key)
+
+
+def test_gc_removes_a_dead_local_writers_temp_file_at_once(url_registry):
+    import subprocess
+    import sys
+
+    from registry.store import writer_prefix
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    name = writer_prefix("put").replace(f"-{__import__('os').getpid()}-", f"-{int(dead.stdout)}-") + "x"
+    reg = url_registry
+    mine, theirs = f"{reg.store.base}/tmp/{writer_prefix('put')}x", f"{reg.store.base}/tmp/{name}"
+    reg.store.fs.pipe_file(mine, b"being written by this process")
+    reg.store.fs.pipe_file(theirs, b"left by a killed writer")
+    assert reg.gc(grace=0).removed_temp == 1
+    assert reg.store.fs.exists(mine) and not reg.store.fs.exists(theirs)

@@ -47,17 +47,22 @@ def _fill_at_first_revision(tmp_path, adapter_dir):
     upgrade(engine, "0001")
     current = Registry(engine, __import__("registry.store", fromlist=["open_store"]).open_store(str(root / "objects")),
                        str(root), root / "checkouts")
-    # register through the API's own code path; 0001 has every table register() writes
+    # register through the API's own code path; 0001 has every table register() keeps rows in (its
+    # blob pins live only while it runs: the pin table is lent for the writes and dropped after)
+    from registry.models import blob_pin
+
+    blob_pin.create(engine)
     v = current.register(adapter_dir(0), task="agnews", metadata={"lr": 0.1}, tags={"stage": "dev"})
     current.register(adapter_dir(1), task="agnews", parents=[v.ref])
     current.alias("agnews:1", "best")
+    blob_pin.drop(engine)
     engine.dispose()
     return root
 
 
 def test_old_database_is_refused_until_upgraded_then_keeps_its_data(tmp_path, adapter_dir):
     root = _fill_at_first_revision(tmp_path, adapter_dir)
-    with pytest.raises(SchemaError, match=r"revision 0001 .* needs 0002; run `adapter-hub --registry .* db upgrade`"):
+    with pytest.raises(SchemaError, match=r"revision 0001 .* needs 0003; run `adapter-hub --registry .* db upgrade`"):
         Registry.open(root)
     result = CliRunner().invoke(cli, ["--registry", str(root), "list"])
     assert result.exit_code == 1 and "db upgrade" in result.output
