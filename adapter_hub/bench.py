@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from adapter_hub.config import LoraConfig
 from adapter_hub.evaluate import EvalConfig
 from adapter_hub.train import TrainConfig
+from adapter_hub.typed import build, check_value
 
 
 @dataclass
@@ -48,8 +49,17 @@ class BenchConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        for key in ("max_train", "max_test"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be >= 1 (or left out for all examples), got {value}")
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "BenchConfig":
+        """Check every key, type and range (naming the key) before anything is built or written."""
+        from adapter_hub.continual import STRATEGIES
+
         raw = dict(raw)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
@@ -57,21 +67,27 @@ class BenchConfig:
             raise ValueError(f"unknown bench config key(s) {unknown}; known: {sorted(known)}")
         if not raw.get("tasks"):
             raise ValueError("a bench config needs tasks = [...] (at least one)")
+        check_value(raw["tasks"], list[str], "bench config key tasks")
         if not raw.get("strategies"):
             raise ValueError("a bench config needs at least one [[strategies]] entry")
+        check_value(raw["strategies"], list[Union[dict, str]], "bench config key strategies")
         strategies = []
         for entry in raw.pop("strategies"):
             entry = dict(entry) if isinstance(entry, dict) else {"name": entry}
             name, label = entry.pop("name", None), entry.pop("label", "")
             if not name:
                 raise ValueError(f"a [[strategies]] entry needs a name: {entry}")
+            check_value(label, str, f"[[strategies]] {name} label")
+            if name not in STRATEGIES:
+                raise ValueError(f"[[strategies]] unknown strategy {name!r}; available: {', '.join(STRATEGIES)}")
+            STRATEGIES[name].check_params(entry, where=f"[[strategies]] {label or name}")
             strategies.append(StrategySpec(name, label, entry))
         labels = [s.label for s in strategies]
         if len(set(labels)) != len(labels):
             raise ValueError(f"strategy labels must be unique (add label = ...): {labels}")
         sections = {"lora": LoraConfig, "train": TrainConfig, "eval": EvalConfig}
-        built = {key: _section(kind, raw.pop(key, {}), key) for key, kind in sections.items()}
-        return cls(strategies=strategies, **built, **raw)
+        built = {key: build(kind, raw.pop(key, {}), f"[{key}]") for key, kind in sections.items()}
+        return build(cls, {"strategies": strategies, **built, **raw}, "bench config")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> "BenchConfig":
@@ -86,14 +102,6 @@ class BenchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _section(kind, values: dict[str, Any], key: str):
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown [{key}] setting(s) {unknown}; known: {sorted(names)}")
-    return kind(**values)
 
 
 def load_tasks(config: BenchConfig):
@@ -123,9 +131,10 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
     from adapter_hub.train import resolve_device
     from registry.errors import RefError
 
-    for spec in config.strategies:
+    for spec in config.strategies:  # a BenchConfig built in Python is checked here, before the run row
         if spec.name not in STRATEGIES:
             raise ValueError(f"unknown strategy {spec.name!r}; available: {', '.join(STRATEGIES)}")
+        STRATEGIES[spec.name].check_params(spec.params, where=f"strategy {spec.label}")
     name = name or config.name or f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     tasks = load_tasks(config)  # data errors before anything is written
     try:

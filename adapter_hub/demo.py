@@ -96,7 +96,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
     echo(f"{results['merged']['label']}: ACC {fmt(results['merged']['acc'])} "
          f"({', '.join(f'{t.name} {fmt(a)}' for t, a in zip(tasks, merged_acc))}) -> {version.ref}")
     report = out / "report"
-    write_report(run, report)
+    write_report(run, report, force=True)  # the demo owns its output folder
     echo(f"\nreport: {report / 'report.md'} (heatmaps, accuracy curves, results.json)")
     echo(f"every state is registered: adapter-hub --registry {reg.location} list")
     echo(f"done in {time.perf_counter() - start:.0f}s")

@@ -82,7 +82,7 @@ def load_tokenizer(name_or_path: str):
     else:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(name_or_path)
+        tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=hub_offline(name_or_path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -193,11 +193,45 @@ def _smollm2_model() -> nn.Module:
     return model
 
 
+HUB_HOST = ("huggingface.co", 443)
+HUB_PROBE_SECONDS = 3.0  # one quick connection attempt instead of the hub client's retries (~minutes offline)
+
+
+def hub_offline(name_or_path: str) -> bool:
+    """True when `name_or_path` must be loaded without the network: a local folder, a model already in
+    the HF cache, HF_HUB_OFFLINE set, or no route to the Hub. Raises OSError at once when the model is
+    neither local nor cached and the Hub cannot be reached, instead of retrying for minutes."""
+    if Path(name_or_path).expanduser().exists():
+        return True
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(name_or_path, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a malformed repo id is reported by from_pretrained below
+        cached = False
+    if cached:
+        return True
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not offline:
+        import socket
+
+        try:
+            socket.create_connection(HUB_HOST, timeout=HUB_PROBE_SECONDS).close()
+            return False
+        except OSError:
+            offline = True
+    raise OSError(f"base model {name_or_path!r} is not a local folder nor in the Hugging Face cache, and the Hub "
+                  f"is {'disabled (HF_HUB_OFFLINE)' if os.environ.get('HF_HUB_OFFLINE') else 'unreachable'}; "
+                  f"download it where there is a network, pass a local folder, or use a built-in model: "
+                  f"{', '.join([SMOLLM2, *TINY_CONFIGS])}")
+
+
 def _hf_model(name_or_path: str) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
+    local_only = hub_offline(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32, local_files_only=local_only)
     except OSError as exc:
         where = "folder" if Path(name_or_path).exists() else "hub id (needs the network) or folder"
         raise OSError(

@@ -39,8 +39,20 @@ def comparison_rows(runs) -> list[list[str]]:
 COMPARISON_HEADER = ["run", "strategy", *(h for _, h, _ in METRIC_COLUMNS), "train s"]
 
 
-def write_report(run, out: str | Path) -> list[Path]:
-    """Write report.md, results.json, heatmap_<strategy>.png and accuracy_over_sequence.png into `out`."""
+def write_report(run, out: str | Path, *, force: bool = False) -> list[Path]:
+    """Write report.md, results.json, heatmap_<strategy>.png and accuracy_over_sequence.png into `out`.
+
+    `out` must be new or empty unless `force` (its old content is then replaced as a whole); the report
+    is built beside it and renamed in, so a failed or killed run never leaves half a report there."""
+    from registry.store import output_folder
+
+    names: list[str] = []
+    output_folder(out, lambda staging: names.extend(p.name for p in _write_into(run, staging)), force=force,
+                  option="report folder")
+    return [Path(out) / name for name in names]
+
+
+def _write_into(run, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,8 +62,6 @@ def write_report(run, out: str | Path) -> list[Path]:
     strategies: dict[str, Any] = results.get("strategies") or {}
     if not strategies or not all("matrix" in e for e in strategies.values()):
         raise ValueError(f"run {run.name!r} has no accuracy matrices yet (status {run.status}); run or resume it first")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     tasks: list[str] = results["tasks"]
     written = [out / "results.json"]
     (out / "results.json").write_text(json.dumps({"run": run.name, "status": run.status, "config": run.config,

@@ -218,6 +218,10 @@ def inspect_folder(folder: str | Path, *, allow_bin: bool = False) -> FolderInfo
     folder = Path(folder)
     if not folder.is_dir():
         raise AdapterFormatError(f"{folder}: not a folder (an adapter is a folder with {CONFIG_FILE})")
+    for entry in folder.iterdir():  # a link could point anywhere (README -> /etc/passwd): never followed
+        if entry.is_symlink():
+            raise AdapterFormatError(f"{folder}: {entry.name} is a symbolic link; an adapter folder must hold "
+                                     f"regular files only (copy the file in instead)")
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise AdapterFormatError(f"{folder}: no {CONFIG_FILE}; this is not a LoRA adapter folder")
@@ -237,6 +241,10 @@ def inspect_folder(folder: str | Path, *, allow_bin: bool = False) -> FolderInfo
     modules = lora_modules(header, str(folder))
     ranks, shapes = {}, {}
     for module, (a_key, b_key) in modules.items():
+        for key in (a_key, b_key):
+            if header.tensors[key].dtype not in _FLOAT_DTYPES:
+                raise AdapterFormatError(f"{weights}: {key} has dtype {header.tensors[key].dtype}; LoRA factors must "
+                                         f"be floating point ({', '.join(sorted(_FLOAT_DTYPES))})")
         a, b = header.tensors[a_key].shape, header.tensors[b_key].shape
         expected = rank_for(config, module)
         if a[0] != expected:

@@ -41,7 +41,8 @@ from registry.models import version as V
 from registry.models import version_file as F
 from registry.queries import MetricFilter, VersionInfo
 from registry.refs import check_name, parse_ref
-from registry.store import BlobStore, check_file_name, check_hex, materialise, open_store, sha256_file
+from registry.store import (BlobStore, check_file_name, check_hex, fill_from_store, materialise, open_store,
+                            output_folder, sha256_file)
 
 if TYPE_CHECKING:
     from adapter_hub.adapter import LoraAdapter
@@ -474,20 +475,14 @@ class Registry:
         DEST must be new or empty unless `force` (then its old content is replaced as a whole). The
         folder is assembled beside DEST and renamed in, so a killed export leaves DEST as it was; the
         next export there removes the killed one's staging folder."""
-        dest = Path(dest)
-        if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-            raise RegistryError(f"{dest} exists and is not a folder; export into a new folder")
-        if dest.is_dir() and any(dest.iterdir()) and not force:
-            raise RegistryError(f"{dest} exists and is not empty; export into a new folder (or pass --force to "
-                                f"replace it)")
         info = self.get(ref)
         files = [(p, b) for p, b, _ in self.files(info.ref)]
         manifest = {"ref": info.ref, "digest": info.digest, "registry": self.location, "metadata": info.metadata,
                     "tags": info.tags, "note": info.note, "base_model": info.base_model,
                     "exported_at": utcnow().isoformat()}
-        materialise(self.store, files, dest, info.ref, progress,
-                    extra={EXPORT_MANIFEST: (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()})
-        return dest
+        extra = {EXPORT_MANIFEST: (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()}
+        return output_folder(dest, lambda staging: fill_from_store(self.store, files, staging, info.ref, progress,
+                                                                    extra), force=force)
 
     def import_folder(self, folder: str | os.PathLike, *, task: str, note: str | None = None,
                       on_duplicate: OnDuplicate = "error") -> VersionInfo:

@@ -99,6 +99,9 @@ def explain(engine: Engine, exc: DBAPIError) -> str:
     low = detail.lower()
     if "readonly" in low or "read-only" in low or "permission denied" in low:
         return f"the registry database {where} is read-only ({detail}); check its permissions or mount"
+    if "unable to open" in low:
+        return (f"cannot open the registry database {where} ({detail}): the file or its folder may be read-only "
+                f"or missing (SQLite also writes the -wal and -shm files beside it)")
     if "no such table" in low or ("relation" in low and "does not exist" in low):
         return (f"the registry database {where} is damaged or incomplete ({detail}); restore it from a backup "
                 f"(`adapter-hub db upgrade` cannot rebuild missing tables)")

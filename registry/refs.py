@@ -16,6 +16,7 @@ _NAME_RE = re.compile(NAME_PATTERN)
 _REF_RE = re.compile(rf"(?P<task>{NAME_PATTERN})(?::(?P<number>[0-9]+)|@(?P<alias>{NAME_PATTERN}))?")
 _DIGEST_RE = re.compile(r"sha256:(?P<hex>[0-9a-f]{8,64})")
 GRAMMAR = "task | task:N | task@alias | sha256:<8-64 hex digits>"
+MAX_VERSION = 2**31 - 1  # the version column is a 32-bit integer on every backend
 
 
 def check_name(name: object, what: str = "task") -> str:
@@ -68,7 +69,11 @@ def parse_ref(text: object) -> Ref:
     m = _REF_RE.fullmatch(text)
     if not m or ".." in text:
         raise RefError(f"malformed reference {shown!r}; expected {GRAMMAR}")
+    if m["number"] is not None and len(m["number"]) > len(str(MAX_VERSION)):
+        raise RefError(f"malformed reference {shown!r}: version number is larger than {MAX_VERSION}")
     number = int(m["number"]) if m["number"] is not None else None
     if number is not None and number < 1:
         raise RefError(f"malformed reference {shown!r}: version numbers start at 1")
+    if number is not None and number > MAX_VERSION:
+        raise RefError(f"malformed reference {shown!r}: version number is larger than {MAX_VERSION}")
     return Ref(text, task=m["task"], number=number, alias=m["alias"])

@@ -400,46 +400,67 @@ def open_store(url: str) -> BlobStore:
 
 
 def materialise(store: BlobStore, files: list[tuple[str, str]], dest: Path, what: str,
-                progress: Progress | None = None, *, keep: Callable[[Path], bool] | None = None,
-                extra: dict[str, bytes] | None = None) -> None:
-    """Make `dest` a folder holding exactly the (path, digest) files, each verified on the way.
+                progress: Progress | None = None, *, keep: Callable[[Path], bool] | None = None) -> None:
+    """Make `dest` a folder holding exactly the (path, digest) files, each verified on the way (see
+    `build_folder` for `keep` and for what happens beside other processes)."""
+    build_folder(dest, lambda staging: fill_from_store(store, files, staging, what, progress), keep=keep, what=what)
 
-    The files are copied into a staging folder beside `dest` and renamed into place, so `dest` appears
-    whole or not at all. Several processes may materialise the same folder at once: when `dest`
-    already exists, `keep(dest)` decides whether it is good (another writer won the race: use it) or
-    must be replaced (moved aside first, so a reader never sees a half-removed folder). Without `keep`
-    an existing `dest` is replaced. `extra` adds small files given as bytes (an export manifest).
-    A killed run leaves a staging folder that the next call here (or gc, for checkouts) removes.
-    """
+
+def fill_from_store(store: BlobStore, files: list[tuple[str, str]], folder: Path, what: str,
+                    progress: Progress | None = None, extra: dict[str, bytes] | None = None) -> None:
+    """Copy (path, digest) blobs into `folder`, verified, plus `extra` small files given as bytes."""
+    for path, digest in files:
+        store.copy_out(digest, folder / check_file_name(path, what), f"{what} file {path}", progress)
+    for name, data in (extra or {}).items():
+        (folder / check_file_name(name, what)).write_bytes(data)
+
+
+def build_folder(dest: Path, fill: Callable[[Path], None], *, keep: Callable[[Path], bool] | None = None,
+                 what: str = "") -> Path:
+    """Build a folder with `fill(staging)` beside `dest`, then rename it into place: `dest` appears whole
+    or not at all, and a killed run leaves only a staging folder that the next call here (or gc, for
+    checkouts) removes.
+
+    Several processes may build the same folder at once: when `dest` already exists, `keep(dest)` says
+    whether it is good (another writer won the race: use it) or must be replaced (moved aside first, so
+    a reader never sees a half-removed folder). Without `keep`, an existing `dest` is replaced."""
     dest = Path(dest)
-    for path, _ in files:
-        check_file_name(path, what)
     dest.parent.mkdir(parents=True, exist_ok=True)
     clean_staging(dest.parent, dest.name)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{writer_prefix('stage')}", dir=dest.parent))
     try:
-        for path, digest in files:
-            store.copy_out(digest, staging / path, f"{what} file {path}", progress)
-        for name, data in (extra or {}).items():
-            (staging / check_file_name(name, what)).write_bytes(data)
+        fill(staging)
         for _ in range(5):
             try:
                 os.rename(staging, dest)  # POSIX: atomic, and allowed over an empty folder
-                return
+                return dest
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
                     raise
             if keep is not None and keep(dest):
-                return
+                return dest
             aside = dest.parent / f".{dest.name}.{writer_prefix('old')}{time.time_ns()}"
             try:
                 os.rename(dest, aside)
             except FileNotFoundError:
                 continue  # another process moved it first; try our rename again
             _remove(aside)
-        raise RegistryError(f"{what}: could not place {dest} (other processes keep replacing it)")
+        raise RegistryError(f"{what or dest}: could not place {dest} (other processes keep replacing it)")
     finally:
         _remove(staging)
+
+
+def output_folder(dest: str | os.PathLike, fill: Callable[[Path], None], *, force: bool = False,
+                  option: str = "DEST") -> Path:
+    """Write a user's output folder (export, report, --out): refused when it holds anything unless
+    `force` (then replaced as a whole); built beside it and renamed in (see `build_folder`)."""
+    dest = Path(dest)
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise RegistryError(f"{option} {dest} exists and is not a folder; pick a new folder")
+    if dest.is_dir() and any(e for e in dest.iterdir()) and not force:
+        raise RegistryError(f"{option} {dest} exists and is not empty; pick a new folder, or pass --force to "
+                            f"replace its content")
+    return build_folder(dest, fill, what=str(dest))
 
 
 def clean_staging(parent: Path, name: str | None = None, grace: float = 0.0) -> int:

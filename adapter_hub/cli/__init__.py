@@ -2,8 +2,9 @@
 
 Registry commands import only `registry` (never torch), so `list`/`show` answer in a fraction of a
 second; commands that need tensors import adapter_hub's torch modules inside their bodies.
-Every expected failure prints one line, `error: ...`, and exits with status 1
-(set ADAPTER_HUB_DEBUG=1 for the traceback).
+Every failure prints one line, `error: ...`, and exits with status 1 (with `--json`, a JSON object
+`{"error": ..., "type": ...}` on stdout too); set ADAPTER_HUB_DEBUG=1 for the traceback.
+Only commands that add content create a registry; the others refuse a path that holds none.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class Context:
         self.store = store
         self._registry = None
 
-    def registry(self, *, create: bool = True, check: bool = True):
+    def registry(self, *, create: bool = False, check: bool = True):
         if self._registry is None:
             from registry.api import Registry
 
@@ -36,25 +37,41 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 class Group(click.Group):
-    """Turns the errors users can cause into one line on stderr and exit status 1."""
+    """Turns every error into one line on stderr and exit status 1 (never a traceback)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["adapter_hub.json"] = "--json" in args  # how errors are printed, known before any runs
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
-        except Exception as exc:  # noqa: BLE001 - filtered below
-            if os.environ.get("ADAPTER_HUB_DEBUG") or not _expected(exc):
+        except Exception as exc:  # noqa: BLE001 - every error ends here, described
+            if os.environ.get("ADAPTER_HUB_DEBUG"):
                 raise
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = error_line(exc)
+            if ctx.meta.get("adapter_hub.json"):
+                import json
+
+                click.echo(json.dumps({"error": message, "type": type(exc).__name__}))
             click.echo(f"error: {message}", err=True)
             sys.exit(1)
 
 
-def _expected(exc: BaseException) -> bool:
+def error_line(exc: BaseException) -> str:
+    """One line naming the problem: the error's own message for the ones we raise on purpose (and the
+    usual OS/value errors), the exception type too for anything unexpected."""
     from registry.errors import AdapterHubError
 
-    return isinstance(exc, (AdapterHubError, ValueError, KeyError, OSError, TypeError, RuntimeError))
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, (AdapterHubError, ValueError, KeyError, OSError, TypeError)):
+        return first
+    return f"unexpected {type(exc).__name__}: {first} (set ADAPTER_HUB_DEBUG=1 for the traceback)"
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -24,14 +24,14 @@ def bench() -> None:
 @click.option("--device", help="auto, cpu or cuda (overrides the config).")
 @click.option("--no-resume", is_flag=True, help="Refuse to continue a run of the same name.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write the report into this folder when the run is done.")
+              help="Also write the report into this folder (new or empty) when the run is done.")
 @pass_ctx
 def bench_run(ctx: Context, config_path: Path, name, data_root, device, no_resume, report_dir) -> None:
     """Train every strategy of CONFIG (TOML) through its task sequence, evaluate after every task, store it all."""
     from adapter_hub.bench import BenchConfig, run_bench
 
     config = BenchConfig.from_toml(config_path, data_root=str(data_root) if data_root else None, device=device)
-    run = run_bench(config, ctx.registry(), name=name or config.name or config_path.stem, resume=not no_resume,
+    run = run_bench(config, ctx.registry(create=True), name=name or config.name or config_path.stem, resume=not no_resume,
                     echo=lambda m: click.echo(m, err=True))
     _print_comparison([run])
     if report_dir is not None:
@@ -101,13 +101,17 @@ def bench_compare(ctx: Context, runs: tuple[str, ...], as_json: bool) -> None:
 
 @bench.command("report")
 @click.argument("run")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write into.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write into (new or empty unless --force).")
+@click.option("--force", is_flag=True, help="Replace the content of a non-empty --out folder.")
 @pass_ctx
-def bench_report(ctx: Context, run: str, out: Path) -> None:
-    """Write report.md, a heatmap of R per strategy, accuracy curves and results.json into --out."""
+def bench_report(ctx: Context, run: str, out: Path, force: bool) -> None:
+    """Write report.md, a heatmap of R per strategy, accuracy curves and results.json into --out.
+
+    Example: adapter-hub bench report my-run --out reports/my-run"""
     from adapter_hub.report import write_report
 
-    for path in write_report(ctx.registry().get_run(run), out):
+    for path in write_report(ctx.registry().get_run(run), out, force=force):
         click.echo(str(path))
 
 

@@ -63,7 +63,7 @@ def train(ctx, base_model, task_name, data, strategy, from_ref, params, rank, al
     from registry.refs import check_name
 
     check_name(task_name)
-    reg = ctx.registry()
+    reg = ctx.registry(create=True)
     extra = {k: _parse_value(v) for k, v in _kv_pairs(params, "--param").items()}
     history, done = [], None
     if from_ref:

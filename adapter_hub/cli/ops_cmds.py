@@ -16,29 +16,34 @@ METHOD_NAMES = ["cat", "dare_linear", "dare_ties", "linear", "magnitude_prune", 
 
 def _output_options(fn):
     fn = click.option("--note", help="A one-line note on the new version.")(fn)
+    fn = click.option("--force", is_flag=True, help="Replace the content of a non-empty --out folder.")(fn)
     fn = click.option("--out", type=click.Path(path_type=Path), help="Write a PEFT folder here (instead of, or as "
-                      "well as, registering with --task).")(fn)
+                      "well as, registering with --task); new or empty unless --force.")(fn)
     fn = click.option("--task", help="Register the result as the next version of this task.")(fn)
     return fn
 
 
-def _require_destination(task: str | None, out: Path | None) -> None:
+def _require_destination(task: str | None, out: Path | None, force: bool = False) -> None:
     """Checked before any adapter is loaded or computed."""
     if task is None and out is None:
         raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
-    if out is not None and out.exists() and any(out.iterdir()):
-        raise click.UsageError(f"--out {out} exists and is not empty")
+    if out is not None and (out.is_symlink() or (out.exists() and not out.is_dir())):
+        raise click.UsageError(f"--out {out} exists and is not a folder")
+    if out is not None and out.is_dir() and any(out.iterdir()) and not force:
+        raise click.UsageError(f"--out {out} exists and is not empty (pass --force to replace its content)")
 
 
-def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str | None) -> None:
+def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str | None, force: bool = False) -> None:
     if task is not None:
         from registry.refs import check_name
 
         check_name(task)
-        version = ctx.registry().register(result, task=task, note=note)
+        version = ctx.registry(create=True).register(result, task=task, note=note)
         click.echo(version.ref)
     if out is not None:
-        result.save(out)
+        from registry.store import output_folder
+
+        output_folder(out, result.save, force=force, option="--out")
         click.echo(str(out))
     error = result.provenance.get("max_relative_error")
     if error is not None:
@@ -74,16 +79,16 @@ def _weights(text: str | None, n: int) -> list[float] | None:
 @_output_options
 @pass_ctx
 def merge(ctx: Context, refs, method, weights, density, lam, divisor, seed, rank, energy, space, allow_partial,
-          task, out, note) -> None:
+          task, out, force, note) -> None:
     """Merge the adapters REF... with a published method and register the result."""
-    _require_destination(task, out)
+    _require_destination(task, out, force)
     from adapter_hub import ops
 
     reg = ctx.registry()
     adapters = [reg.load(ref) for ref in refs]
     result = ops.merge(adapters, method, _weights(weights, len(refs)), density=density, lam=lam, divisor=divisor,
                        seed=seed, rank=rank, energy=energy, space=space, allow_partial=allow_partial)
-    _deliver(ctx, result, task, out, note)
+    _deliver(ctx, result, task, out, note, force)
 
 
 @cli.command()
@@ -93,17 +98,17 @@ def merge(ctx: Context, refs, method, weights, density, lam, divisor, seed, rank
 @click.option("--allow-partial", is_flag=True, help="Adapters may target different modules (missing = zero).")
 @_output_options
 @pass_ctx
-def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, note) -> None:
+def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, force, note) -> None:
     """Evaluate a linear EXPRESSION of adapters, e.g. "0.5*agnews:3 + 0.5*yelp@best - 0.2*toxic".
 
     Names may contain '-': write a space before a minus that subtracts (`a - b`).
     """
-    _require_destination(task, out)
+    _require_destination(task, out, force)
     from adapter_hub.ops.compose import compose as run_compose, parse
 
     parse(expression)  # syntax errors before opening anything
     result = run_compose(expression, registry=ctx.registry(), rank=rank, energy=energy, allow_partial=allow_partial)
-    _deliver(ctx, result, task, out, note)
+    _deliver(ctx, result, task, out, note, force)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -111,12 +116,12 @@ def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, no
 @click.argument("factor", type=float)
 @_output_options
 @pass_ctx
-def scale(ctx: Context, ref, factor, task, out, note) -> None:
+def scale(ctx: Context, ref, factor, task, out, force, note) -> None:
     """Multiply the adapter REF's ΔW by FACTOR (negative allowed: `scale a:1 -1` negates)."""
-    _require_destination(task, out)
+    _require_destination(task, out, force)
     from adapter_hub import ops
 
-    _deliver(ctx, ops.scale(ctx.registry().load(ref), factor), task, out, note)
+    _deliver(ctx, ops.scale(ctx.registry().load(ref), factor), task, out, note, force)
 
 
 @cli.command("reduce-rank")
@@ -126,9 +131,9 @@ def scale(ctx: Context, ref, factor, task, out, note) -> None:
 @click.option("--budget", type=int, help="Total parameter budget across modules (greedy, best value first).")
 @_output_options
 @pass_ctx
-def reduce_rank(ctx: Context, ref, rank, energy, budget, task, out, note) -> None:
+def reduce_rank(ctx: Context, ref, rank, energy, budget, task, out, force, note) -> None:
     """Compress the adapter REF to a lower rank: the optimal approximation, from its factors alone."""
-    _require_destination(task, out)
+    _require_destination(task, out, force)
     from adapter_hub import ops
 
-    _deliver(ctx, ops.reduce_rank(ctx.registry().load(ref), rank, energy=energy, budget=budget), task, out, note)
+    _deliver(ctx, ops.reduce_rank(ctx.registry().load(ref), rank, energy=energy, budget=budget), task, out, note, force)

@@ -29,6 +29,10 @@ def _version_row(v) -> list:
             "deleted" if v.deleted else ""]
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 VERSION_COLUMNS = ["ref", "digest", "base model", "r", "alpha", "size", "created (UTC)", "aliases", "tags", ""]
 
 
@@ -89,12 +93,15 @@ def register(ctx: Context, path: Path, task: str, metadata_json: str | None, met
     metadata = {}
     if metadata_json:
         try:
-            metadata = json.loads(metadata_json)
-        except json.JSONDecodeError as exc:
+            metadata = json.loads(metadata_json, parse_constant=_no_constant)
+        except (json.JSONDecodeError, ValueError) as exc:
             raise click.BadParameter(f"not valid JSON ({exc})", param_hint="--metadata")
+        if not isinstance(metadata, dict):
+            raise click.BadParameter(f"must be a JSON object ({{...}}), got {type(metadata).__name__}",
+                                     param_hint="--metadata")
     metadata.update(_kv_pairs(meta_pairs, "--meta"))
     tags = _kv_pairs(tag_pairs, "--tag")
-    reg = ctx.registry()
+    reg = ctx.registry(create=True)
     source: object = path
     if allow_bin and not (path / "adapter_model.safetensors").exists():
         from adapter_hub.adapter import LoraAdapter  # torch only on this rare path
@@ -150,13 +157,16 @@ def delete(ctx: Context, ref: str) -> None:
 @cli.command("export")
 @click.argument("ref")
 @click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace DEST's content if it is not empty.")
 @pass_ctx
-def export_cmd(ctx: Context, ref: str, dest: Path) -> None:
-    """Write version REF as a PEFT folder DEST (each file verified against its sha256)."""
+def export_cmd(ctx: Context, ref: str, dest: Path, force: bool) -> None:
+    """Write version REF as a PEFT folder DEST (each file verified against its sha256).
+
+    DEST must be new or empty unless --force; it appears whole or not at all."""
     reg = ctx.registry()
     total = sum(size for _, _, size in reg.files(ref))
     with byte_progress(total, "exporting") as progress:
-        out = reg.export(ref, dest, progress=progress)
+        out = reg.export(ref, dest, progress=progress, force=force)
     click.echo(str(out))
 
 
@@ -167,7 +177,7 @@ def export_cmd(ctx: Context, ref: str, dest: Path) -> None:
 @pass_ctx
 def import_cmd(ctx: Context, path: Path, task: str, note: str | None) -> None:
     """Register an exported (or any PEFT) folder, keeping its metadata and an `imported` lineage edge."""
-    click.echo(ctx.registry().import_folder(path, task=task, note=note).ref)
+    click.echo(ctx.registry(create=True).import_folder(path, task=task, note=note).ref)
 
 
 # ---- reading --------------------------------------------------------------------------------------
@@ -278,12 +288,20 @@ def lineage(ctx: Context, ref: str, direction: str | None, depth: int | None, as
 
 
 @cli.command()
-@click.option("--grace", default=3600.0, show_default=True, type=float,
-              help="Keep unreferenced blobs younger than this many seconds (registrations in flight).")
+@click.option("--grace", default=3600.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="Also keep unreferenced blobs younger than this many seconds (registrations in flight are "
+                   "protected by their pins whatever this says).")
 @json_option
 @pass_ctx
 def gc(ctx: Context, grace: float, as_json: bool) -> None:
-    """Free blobs that no live version uses."""
+    """Free blobs that no live version uses and no registration in flight has pinned.
+
+    Safe to run beside registrations and other gc's: it never deletes a blob a committed or
+    in-flight version needs. Example: adapter-hub gc --grace 0"""
+    import math
+
+    if not math.isfinite(grace):
+        raise click.BadParameter(f"must be a finite number of seconds, got {grace}", param_hint="--grace")
     report = ctx.registry().gc(grace=grace)
     if as_json:
         emit_json(report.to_dict())

@@ -25,6 +25,7 @@ from adapter_hub.data import Task
 from adapter_hub.lora import attach, lora_parameters, set_active, set_trainable
 from adapter_hub.prompts import Encoded, encode_examples
 from adapter_hub.train import TrainConfig, TrainResult, train_on
+from adapter_hub.typed import check_like_default
 
 
 @dataclass
@@ -61,12 +62,26 @@ class Strategy:
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model: nn.Module, tokenizer, config: ContinualConfig, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"strategy {self.name!r} has no parameter(s) {unknown}; "
-                             f"it takes {sorted(self.defaults) or 'none'}")
+        self.check_params(params)
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.params = {**self.defaults, **params}
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any], where: str = "") -> None:
+        """Refuse unknown names and values of the wrong kind (before a run writes anything);
+        subclasses add range checks in `check_values`."""
+        where = where or f"strategy {cls.name!r}"
+        unknown = sorted(set(params) - set(cls.defaults))
+        if unknown:
+            raise ValueError(f"{where}: strategy {cls.name!r} has no parameter(s) {unknown}; "
+                             f"it takes {sorted(cls.defaults) or 'none'}")
+        for key, value in params.items():
+            check_like_default(value, cls.defaults[key], f"{where} parameter {key}")
+        cls.check_values({**cls.defaults, **params}, where)
+
+    @classmethod
+    def check_values(cls, params: dict[str, Any], where: str) -> None:
+        """Range checks on the merged parameters (raise ValueError naming `where` and the key)."""
 
     # ---- the interface ---------------------------------------------------------------------------
 

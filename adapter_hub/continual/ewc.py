@@ -58,6 +58,13 @@ class EWC(Strategy):
     # the task loss on the built-in tasks. fisher_samples: 64 per-example backwards per task.
     defaults = {"lam": 1000.0, "fisher_samples": 64}
 
+    @classmethod
+    def check_values(cls, params, where):
+        if params["lam"] < 0:
+            raise ValueError(f"{where} parameter lam must be >= 0, got {params['lam']}")
+        if params["fisher_samples"] < 1:
+            raise ValueError(f"{where} parameter fisher_samples must be >= 1, got {params['fisher_samples']}")
+
     def __init__(self, model, tokenizer, config, **params):
         super().__init__(model, tokenizer, config, **params)
         self.anchors: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []

@@ -15,6 +15,20 @@ class Merge(Strategy):
     # TIES with half the entries kept is a robust default for few adapters; rank None = the LoRA rank.
     defaults = {"method": "ties", "density": 0.5, "rank": None, "space": "dense"}
 
+    @classmethod
+    def check_values(cls, params, where):
+        from adapter_hub import ops
+
+        if params["method"] not in ops.METHODS:
+            raise ValueError(f"{where} parameter method must be one of {sorted(ops.METHODS)}, got {params['method']!r}")
+        if not 0 < params["density"] <= 1:
+            raise ValueError(f"{where} parameter density must be in (0, 1], got {params['density']}")
+        if params["rank"] is not None and (not isinstance(params["rank"], int) or isinstance(params["rank"], bool)
+                                           or params["rank"] < 1):
+            raise ValueError(f"{where} parameter rank must be an integer >= 1, got {params['rank']!r}")
+        if params["space"] not in ("dense", "core"):
+            raise ValueError(f"{where} parameter space must be 'dense' or 'core', got {params['space']!r}")
+
     def __init__(self, model, tokenizer, config, **params):
         super().__init__(model, tokenizer, config, **params)
         self.parts = []

@@ -21,6 +21,12 @@ class OLoRA(Incremental):
     name = "olora"
     defaults = {"lambda1": 0.5, "lambda2": 0.0}
 
+    @classmethod
+    def check_values(cls, params, where):
+        for key in ("lambda1", "lambda2"):
+            if params[key] < 0:
+                raise ValueError(f"{where} parameter {key} must be >= 0, got {params[key]}")
+
     def _pairs(self, new: str) -> list[tuple[torch.Tensor, torch.nn.Parameter, torch.nn.Parameter]]:
         """(stacked previous A's, new A, new B) per layer that has both."""
         pairs = []

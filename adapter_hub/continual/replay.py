@@ -62,6 +62,13 @@ class Replay(Strategy):
     name = "replay"
     defaults = {"memory": 200, "sampling": "balanced"}  # 200: ~5% of a 4000-example task, a common budget
 
+    @classmethod
+    def check_values(cls, params, where):
+        if params["memory"] < 0:
+            raise ValueError(f"{where} parameter memory must be >= 0, got {params['memory']}")
+        if params["sampling"] not in ("balanced", "reservoir"):
+            raise ValueError(f"{where} parameter sampling must be 'balanced' or 'reservoir', got {params['sampling']!r}")
+
     def __init__(self, model, tokenizer, config, **params):
         super().__init__(model, tokenizer, config, **params)
         self.buffer = ReplayBuffer(int(self.params["memory"]), self.params["sampling"], config.seed)

@@ -58,6 +58,7 @@ def tokenize(expression: str) -> list[Token]:
 
 # A value is a linear combination {ref: coeff} plus a constant (a bare number).
 Value = tuple[dict[str, float], float | None]
+MAX_NESTING = 100  # parentheses and unary signs nest by recursion; far deeper than any real expression
 
 
 class _Parser:
@@ -65,6 +66,7 @@ class _Parser:
         self.expression = expression
         self.tokens = tokenize(expression)
         self.i = 0
+        self.depth = 0
 
     def error(self, token: Token, message: str) -> ComposeSyntaxError:
         return ComposeSyntaxError(self.expression, token.column, message)
@@ -129,11 +131,18 @@ class _Parser:
                 value = ({}, lc * rc)
         return value
 
+    def nest(self, token: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(token, f"nested more than {MAX_NESTING} levels deep (parentheses or signs)")
+
     def unary(self) -> Value:
         token = self.peek()
         if token.kind == "op" and token.text in "+-":
             self.take()
+            self.nest(token)
             terms, const = self.unary()
+            self.depth -= 1
             sign = 1.0 if token.text == "+" else -1.0
             return {k: sign * v for k, v in terms.items()}, None if const is None else sign * const
         return self.atom()
@@ -145,7 +154,9 @@ class _Parser:
         if token.kind == "ref":
             return {token.text: 1.0}, None
         if token.text == "(":
+            self.nest(token)
             value = self.expr()
+            self.depth -= 1
             closing = self.take()
             if closing.text != ")":
                 raise self.error(closing, f"expected ')', found {closing.text or 'the end'!r}")

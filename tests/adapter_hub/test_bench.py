@@ -124,6 +124,17 @@ def test_interrupted_run_resumes_to_the_same_matrix(tmp_path):
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "colour": 1}, "unknown bench config key"),
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "train": {"lrr": 1}}, r"unknown \[train\]"),
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}, {"name": "seq"}]}, "labels must be unique"),
+    ({"tasks": "builtin:topic", "strategies": [{"name": "seq"}]}, "tasks must be a list of strings, got 'builtin:topic'"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "train": {"steps": "ten"}},
+     r"\[train\] steps must be an integer or unset, got 'ten'"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "max_train": -1}, "max_train must be >= 1"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "seed": 1.5}, "seed must be an integer"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "eval": {"scorer": "vibes"}},
+     r"\[eval\] scorer must be one of 'loglik', 'generate'"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "ewc", "lam": "big"}]}, "ewc parameter lam must be a finite"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "replay", "memory": -5}]}, "parameter memory must be >= 0"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "olora", "lambda3": 1}]}, r"has no parameter\(s\) \['lambda3'\]"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "merge", "method": "avg"}]}, "parameter method must be one of"),
 ])
 def test_bad_configs(raw, message):
     with pytest.raises(ValueError, match=message):
@@ -139,4 +150,9 @@ def test_unknown_strategy_and_bad_data_fail_before_anything_is_written(tmp_path)
     with pytest.raises(DataError, match="no such task folder"):
         run_bench(BenchConfig.from_dict({"tasks": ["missing-task"], "data_root": str(tmp_path),
                                          "strategies": [{"name": "seq"}]}), reg)
-    assert reg.list_runs() == []
+    from adapter_hub.bench import StrategySpec
+
+    built_in_python = BenchConfig(tasks=["builtin:topic"], strategies=[StrategySpec("ewc", params={"lam": -1.0})])
+    with pytest.raises(ValueError, match="parameter lam must be >= 0"):
+        run_bench(built_in_python, reg)
+    assert reg.list_runs() == []  # refused before the run row exists

@@ -32,7 +32,7 @@ def run(tmp_path):
 
 def test_registry_flow(run, tmp_path):
     a, b = write_adapter(tmp_path / "a", 0), write_adapter(tmp_path / "b", 1)
-    assert "schema   0002" in run("init").output
+    assert "schema   0003" in run("init").output
     assert run("register", str(a), "--task", "agnews", "--tag", "stage=dev", "--meta", "lr=0.001",
                "--metadata", '{"steps": 10}', "--note", "first").output.strip() == "agnews:1"
     assert run("register", str(b), "--task", "agnews", "--parent", "agnews:1").output.strip() == "agnews:2"

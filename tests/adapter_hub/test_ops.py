@@ -328,6 +328,8 @@ def test_compose_parses_linear_expressions(expression, expected):
     ("a / 0", 3, "division by zero"),
     ("2 * 3", 1, "bare number"),
     ("a b", 3, "expected an operator or the end"),
+    ("(" * 10_000 + "a" + ")" * 10_000, 101, "nested more than 100 levels deep"),
+    ("-" * 10_000 + "a", 101, "nested more than 100 levels deep"),
 ])
 def test_compose_syntax_errors_show_the_column(expression, column, message):
     with pytest.raises(ops.ComposeSyntaxError, match=message) as info:
