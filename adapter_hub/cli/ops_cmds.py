@@ -67,9 +67,12 @@ def _weights(text: str | None, n: int) -> list[float] | None:
 @click.option("--method", default="linear", show_default=True, type=click.Choice(METHOD_NAMES))
 @click.option("--weights", metavar="W1,W2,...", help="One weight per REF (default 1 each).")
 @click.option("--density", type=float, help="Fraction of entries kept (ties, dare_*, magnitude_prune).")
-@click.option("--lambda", "lam", type=float, help="Scale of the merged task vector (task_arithmetic, ties, dare).")
-@click.option("--divisor", type=click.Choice(["count", "weights"]), help="TIES disjoint mean: by agreeing count "
-              "(paper, PEFT; default) or by agreeing weights (mergekit).")
+@click.option("--lambda", "lam", type=float, help="Scale of the merged task vector (task_arithmetic, ties, dare_*, "
+              "magnitude_prune).")
+@click.option("--divisor", type=click.Choice(["count", "weights"]), help="TIES/DARE-TIES disjoint mean: by agreeing "
+              "count (paper, PEFT; default) or by the agreeing weights' signed sum (mergekit).")
+@click.option("--elect", type=click.Choice(["unweighted", "weighted"]), help="TIES/DARE-TIES sign election on the "
+              "trimmed task vectors (paper, PEFT; default) or on the weighted ones (mergekit).")
 @click.option("--seed", default=0, show_default=True, help="Seed for DARE's random masks.")
 @click.option("--rank", type=int, help="Reduce the result to this rank (optimal, factored SVD).")
 @click.option("--energy", type=float, help="Reduce each module to keep this fraction of squared norm.")
@@ -78,15 +81,20 @@ def _weights(text: str | None, n: int) -> list[float] | None:
 @click.option("--allow-partial", is_flag=True, help="Adapters may target different modules (missing = zero).")
 @_output_options
 @pass_ctx
-def merge(ctx: Context, refs, method, weights, density, lam, divisor, seed, rank, energy, space, allow_partial,
+def merge(ctx: Context, refs, method, weights, density, lam, divisor, elect, seed, rank, energy, space, allow_partial,
           task, out, force, note) -> None:
-    """Merge the adapters REF... with a published method and register the result."""
+    """Merge the adapters REF... with a published method and register the result.
+
+    Each method takes only its own options (an option it does not take is an error).
+    Example: adapter-hub merge agnews:3 yelp@best --method ties --density 0.3 --task merged"""
     _require_destination(task, out, force)
     from adapter_hub import ops
 
+    options = dict(density=density, lam=lam, divisor=divisor, elect=elect)
+    ops.method_params(method, **options)  # before anything is loaded
     reg = ctx.registry()
     adapters = [reg.load(ref) for ref in refs]
-    result = ops.merge(adapters, method, _weights(weights, len(refs)), density=density, lam=lam, divisor=divisor,
+    result = ops.merge(adapters, method, _weights(weights, len(refs)), **options,
                        seed=seed, rank=rank, energy=energy, space=space, allow_partial=allow_partial)
     _deliver(ctx, result, task, out, note, force)
 

@@ -1,5 +1,7 @@
 """`merge`: an independent adapter per task, merged after each task into one adapter with an arithmetic
 method (default TIES at density 0.5, reduced to the LoRA rank): model merging as continual learning.
+Weights are 1 per part for TIES/DARE/task arithmetic (their published form); `linear` averages the
+parts (weights 1/n, the model-soup average) so the state does not grow with the number of tasks.
 The independent adapters are registered as components (the merge is lossy, so they are what a resumed
 run needs); the merged state's lineage points at them (merged_from)."""
 
@@ -21,13 +23,25 @@ class Merge(Strategy):
 
         if params["method"] not in ops.METHODS:
             raise ValueError(f"{where} parameter method must be one of {sorted(ops.METHODS)}, got {params['method']!r}")
-        if not 0 < params["density"] <= 1:
-            raise ValueError(f"{where} parameter density must be in (0, 1], got {params['density']}")
+        try:
+            cls.merge_options(params)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         if params["rank"] is not None and (not isinstance(params["rank"], int) or isinstance(params["rank"], bool)
                                            or params["rank"] < 1):
             raise ValueError(f"{where} parameter rank must be an integer >= 1, got {params['rank']!r}")
         if params["space"] not in ("dense", "core"):
             raise ValueError(f"{where} parameter space must be 'dense' or 'core', got {params['space']!r}")
+
+    @staticmethod
+    def merge_options(params) -> dict:
+        """The options of ops.merge this method takes (density only where the method has one)."""
+        from adapter_hub import ops
+
+        takes = {p.name for p in ops.METHODS[params["method"]].params}
+        options = {"density": params["density"]} if "density" in takes else {}
+        ops.method_params(params["method"], **options)  # checks the values
+        return options
 
     def __init__(self, model, tokenizer, config, **params):
         super().__init__(model, tokenizer, config, **params)
@@ -50,9 +64,9 @@ class Merge(Strategy):
             state = ops.scale(state, 1.0)  # a copy with folded scaling, like every merged state
         else:
             method = self.params["method"]
-            kwargs = {"density": self.params["density"]} if ops.METHODS[method].needs_density else {}
-            state = ops.merge(self.parts, method, rank=self.params["rank"] or self.config.lora.r,
-                              space=self.params["space"], seed=self.config.seed, **kwargs)
+            weights = [1.0 / len(self.parts)] * len(self.parts) if method == "linear" else None
+            state = ops.merge(self.parts, method, weights, rank=self.params["rank"] or self.config.lora.r,
+                              space=self.params["space"], seed=self.config.seed, **self.merge_options(self.params))
         state.provenance = {**state.provenance, "strategy": self.name, "step": step, "task": task.name}
         return state
 

@@ -7,9 +7,9 @@ the method and its parameters, so `Registry.register` writes merged_from / reduc
 
 from adapter_hub.ops.arithmetic import add, linear, negate, scale, subtract, task_arithmetic
 from adapter_hub.ops.compose import ComposeSyntaxError, compose, parse
-from adapter_hub.ops.merge import merge
+from adapter_hub.ops.merge import merge, method_params
 from adapter_hub.ops.methods import METHODS
 from adapter_hub.ops.svd import factored_svd, reduce_rank
 
 __all__ = ["add", "scale", "negate", "subtract", "linear", "task_arithmetic", "merge", "reduce_rank", "compose",
-           "parse", "factored_svd", "METHODS", "ComposeSyntaxError"]
+           "method_params", "parse", "factored_svd", "METHODS", "ComposeSyntaxError"]

@@ -36,6 +36,7 @@ def merge(
     density: float | None = None,
     lam: float | None = None,
     divisor: str | None = None,
+    elect: str | None = None,
     seed: int = 0,
     rank: int | None = None,
     energy: float | None = None,
@@ -44,24 +45,14 @@ def merge(
 ) -> LoraAdapter:
     """Merge adapters with a named method (see ops.METHODS); optionally reduce to `rank` or `energy`.
 
-    Masked methods need `density` in (0, 1]. Without rank/energy, factored methods are exact (rank
+    Each method takes only the parameters it declares (density, lam, divisor, elect): giving another
+    one is an error naming what it takes. Without rank/energy, factored methods are exact (rank
     Σ r_i), and masked methods keep rank Σ r_i (capped by the layer size).
     """
     spec = get_method(method)
+    params = method_params(method, density=density, lam=lam, divisor=divisor, elect=elect)
     modules = check_adapters(adapters, allow_partial=allow_partial)
     weights = check_weights(weights, len(adapters))
-    params: dict[str, Any] = {}
-    if lam is not None:
-        (params["lambda"],) = check_weights([lam], 1)
-    if divisor is not None:
-        params["divisor"] = divisor
-    if spec.needs_density:
-        if density is None:
-            raise ValueError(f"method {method!r} needs density= (the fraction of entries kept, in (0, 1])")
-    if density is not None:
-        if not isinstance(density, (int, float)) or isinstance(density, bool) or not 0.0 < float(density) <= 1.0:
-            raise ValueError(f"density must be in (0, 1], got {density!r}")
-        params["density"] = float(density)
     if space not in ("dense", "core"):
         raise ValueError(f"space must be 'dense' or 'core', got {space!r}")
     if rank is not None and energy is not None:
@@ -88,12 +79,19 @@ def merge(
         factors[m] = (A, B)
         if error is not None:
             errors[m] = error
-    prov = provenance("merge", adapters, method=method, weights=weights, density=params.get("density"),
-                      seed=seed if spec.kind == "masked" else None, space=space if spec.kind == "masked" else None,
-                      rank=rank, energy=energy, **{k: params[k] for k in ("lambda", "divisor") if k in params})
+    prov = provenance("merge", adapters, method=method, weights=weights, seed=seed if spec.random else None,
+                      space=space if spec.kind == "masked" else None, rank=rank, energy=energy, **params)
     if errors:
         record_errors(prov, errors)
     return from_factors(factors, adapters[0], prov, dtype)
+
+
+def method_params(method: str, *, density: float | None = None, lam: float | None = None,
+                  divisor: str | None = None, elect: str | None = None) -> dict[str, Any]:
+    """The method's full, checked parameter set from the options given (None = not given); an option
+    the method does not take raises ValueError naming the method and what it takes."""
+    given = {"density": density, "lambda": lam, "divisor": divisor, "elect": elect}
+    return get_method(method).resolve({k: v for k, v in given.items() if v is not None})
 
 
 def _generator(seed: int, module: str, device: torch.device) -> torch.Generator:

@@ -243,6 +243,20 @@ def test_every_state_is_registered_with_lineage_and_metadata(tiny_model, tokeniz
     assert {reg.get(e.parent).tags["role"] for e in edges} == {"component"}
 
 
+def test_merge_strategy_with_linear_averages_its_parts(tiny_model, tokenizer, conflict):
+    """linear is a weighted sum; the strategy gives weights 1/n so its state does not grow with the tasks."""
+    cfg = config(steps=5)
+    runner = make_strategy("merge", tiny_model(), tokenizer, cfg, method="linear", rank=2 * cfg.lora.r)  # exact
+    first = runner.learn(conflict[0], 1, [])
+    second = runner.learn(conflict[1], 2, [conflict[0]])
+    parts = second.state_inputs
+    assert len(parts) == 2 and second.state.provenance["weights"] == [0.5, 0.5]
+    for m in sorted(second.state.modules)[:3]:
+        expected = 0.5 * parts[0].delta_weight(m) + 0.5 * parts[1].delta_weight(m)
+        torch.testing.assert_close(second.state.delta_weight(m), expected, atol=1e-6, rtol=1e-5)
+    assert first.state.provenance["op"] == "scale"
+
+
 @pytest.mark.parametrize("strategy", ["seq", "mtl"])
 def test_strategies_report_how_many_inputs_were_truncated(tiny_model, tokenizer, strategy):
     """A max_length that cuts some inputs: the step's result counts them (mtl: over every task so far)."""

@@ -142,17 +142,21 @@ def ref_topk(t: torch.Tensor, density: float) -> torch.Tensor:
     return (flat * keep).reshape(t.shape)
 
 
-def ref_ties(tensors, weights, density, divisor="count"):
-    """TIES-Merging (Yadav et al. 2023) written entry by entry."""
-    trimmed = [w * ref_topk(t, density) for t, w in zip(tensors, weights)]
+def ref_ties(tensors, weights, density, divisor="count", election="unweighted"):
+    """TIES-Merging (Yadav et al. 2023) written entry by entry: the sign is elected on the trimmed task
+    vectors (the paper's step 2), then the agreeing ones are weighted and averaged; election="weighted"
+    elects on the weighted vectors (mergekit); divisor="weights" divides by the agreeing weights' signed
+    sum (mergekit's normalize, ~0 counting as 1)."""
+    trimmed = [ref_topk(t, density) for t in tensors]
     out = torch.zeros_like(tensors[0])
     for idx in range(out.numel()):
         values = [float(x.flatten()[idx]) for x in trimmed]
-        elected = 1.0 if sum(values) >= 0 else -1.0
-        agree = [(v, w) for v, w in zip(values, weights) if v != 0 and math.copysign(1, v) == elected]
+        voters = values if election == "unweighted" else [v * w for v, w in zip(values, weights)]
+        elected = 1.0 if sum(voters) >= 0 else -1.0
+        agree = [(v * w, w) for v, vote, w in zip(values, voters, weights) if vote != 0 and math.copysign(1, vote) == elected]
         if agree:
-            denom = len(agree) if divisor == "count" else sum(abs(w) for _, w in agree)
-            out.view(-1)[idx] = sum(v for v, _ in agree) / denom
+            denom = len(agree) if divisor == "count" else sum(w for _, w in agree)
+            out.view(-1)[idx] = sum(x for x, _ in agree) / (1.0 if abs(denom) < 1e-8 else denom)
     return out
 
 
@@ -164,12 +168,11 @@ def ref_dare(tensors, weights, density, generator, elect):
         dropped.append(torch.where(keep, t / density, torch.zeros_like(t)))
     if not elect:
         return sum(w * d for d, w in zip(dropped, weights))
-    weighted = [w * d for d, w in zip(dropped, weights)]
-    total = sum(weighted)
-    sign = torch.where(total >= 0, 1.0, -1.0)
-    agree = [(x.sign() == sign) for x in weighted]
+    sign = torch.where(sum(dropped) >= 0, 1.0, -1.0)  # elected on the unweighted, rescaled vectors
+    agree = [(d.sign() == sign) for d in dropped]
     count = sum(a.double() for a in agree)
-    return torch.where(count > 0, sum(x * a for x, a in zip(weighted, agree)) / count.clamp(min=1), torch.zeros_like(total))
+    weighted = sum(w * d * a for d, w, a in zip(dropped, weights, agree))
+    return torch.where(count > 0, weighted / count.clamp(min=1), torch.zeros_like(weighted))
 
 
 @pytest.fixture
@@ -180,10 +183,29 @@ def task_tensors():
 
 @pytest.mark.parametrize("density", [0.2, 0.5, 1.0])
 @pytest.mark.parametrize("divisor", ["count", "weights"])
-def test_ties_equals_reference(task_tensors, density, divisor):
+@pytest.mark.parametrize("election", ["unweighted", "weighted"])
+def test_ties_equals_reference(task_tensors, density, divisor, election):
     tensors, weights = task_tensors
-    ours = generalized(tensors, torch.tensor(weights), density=density, how="magnitude", elect=True, divisor=divisor)
-    torch.testing.assert_close(ours, ref_ties(list(tensors), weights, density, divisor))
+    ours = generalized(tensors, torch.tensor(weights), density=density, how="magnitude", elect=True, divisor=divisor,
+                       election=election)
+    torch.testing.assert_close(ours, ref_ties(list(tensors), weights, density, divisor, election))
+
+
+@pytest.mark.parametrize("weights", [[1.0, 0.5, 0.2], [1.0, 0.5, -0.8], [0.3, 0.3, 0.3]])
+@pytest.mark.parametrize("density", [0.3, 0.7, 1.0])
+def test_ties_default_equals_peft(weights, density):
+    """Our default TIES (elect on the trimmed vectors, then weight, divide by the agreeing count) is
+    PEFT's merge_utils.ties on the same dense tensors; the weighted election is a different method."""
+    from peft.utils.merge_utils import ties as peft_ties
+
+    tensors = torch.randn(3, 6, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    theirs = peft_ties(list(tensors), torch.tensor(weights, dtype=torch.float64), density)
+    ours = generalized(tensors, torch.tensor(weights), density=density, how="magnitude", elect=True)
+    torch.testing.assert_close(ours, theirs)
+    weighted = generalized(tensors, torch.tensor(weights), density=density, how="magnitude", elect=True,
+                           election="weighted")
+    if weights == [1.0, 0.5, 0.2]:  # unequal weights: the two election orders disagree somewhere
+        assert (weighted != theirs).any()
 
 
 @pytest.mark.parametrize("elect", [False, True])
@@ -278,6 +300,14 @@ def test_merged_adapters_change_logits_as_predicted(tiny_model):
     (lambda a, b: ops.reduce_rank(a, budget=10), ValueError, "below the"),
     (lambda a, b: ops.scale(a, float("inf")), ValueError, "finite"),
     (lambda a, b: ops.merge([a, b], "linear", space="astral"), ValueError, "space must be"),
+    (lambda a, b: ops.merge([a, b], "linear", lam=0.5), ValueError,
+     "merge method 'linear' does not take lambda; it takes no parameters"),
+    (lambda a, b: ops.merge([a, b], "linear", density=0.5), ValueError, "'linear' does not take density"),
+    (lambda a, b: ops.merge([a, b], "dare_linear", density=0.5, divisor="count"), ValueError,
+     "'dare_linear' does not take divisor; it takes density, lambda"),
+    (lambda a, b: ops.merge([a, b], "task_arithmetic", density=0.5), ValueError, "it takes lambda"),
+    (lambda a, b: ops.merge([a, b], "ties", density=0.5, divisor="mean"), ValueError, "divisor must be one of"),
+    (lambda a, b: ops.merge([a, b], "ties", density=0.5, elect="loudest"), ValueError, "elect must be one of"),
 ])
 def test_bad_arguments(call, error, message):
     with pytest.raises(error, match=message):

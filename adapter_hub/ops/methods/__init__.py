@@ -6,12 +6,46 @@ Two kinds:
   "masked"    element-wise methods (TIES, DARE, magnitude pruning): fn(tensors (n, ...), weights (n,),
               params, generator) -> merged tensor. The same function runs on each module's dense ΔW
               or, with space="core", on the n small core matrices of the Core Space framework.
+
+Each method declares the parameters it takes (as mergekit's ConfigParameterDef does): a parameter a
+method does not take is an error naming the method and what it takes, never silently recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+REQUIRED = object()  # a Param default meaning "the caller must give it"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any = REQUIRED
+    help: str = ""
+    choices: tuple[str, ...] = ()
+
+    def check(self, value: Any, method: str) -> Any:
+        if self.choices:
+            if value not in self.choices:
+                raise ValueError(f"merge method {method!r}: {self.name} must be one of {list(self.choices)}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"merge method {method!r}: {self.name} must be a finite number, got {value!r}")
+        if self.name == "density" and not 0.0 < float(value) <= 1.0:
+            raise ValueError(f"merge method {method!r}: density must be in (0, 1], got {value!r}")
+        return float(value)
+
+
+DENSITY = Param("density", help="fraction of each task vector's entries kept, in (0, 1]")
+LAMBDA = Param("lambda", 1.0, help="scale of the merged task vector")
+DIVISOR = Param("divisor", "count", choices=("count", "weights"),
+                help="disjoint mean over agreeing inputs: their count (paper, PEFT) or their signed weight sum (mergekit)")
+ELECT = Param("elect", "unweighted", choices=("unweighted", "weighted"),
+              help="sign election on the trimmed task vectors (paper, PEFT) or on the weighted ones (mergekit)")
 
 
 @dataclass(frozen=True)
@@ -21,17 +55,38 @@ class MergeMethod:
     fn: Callable
     title: str
     reference: str  # the paper (or code) that defines it
-    needs_density: bool = False
-    options: tuple[str, ...] = field(default=())
+    params: tuple[Param, ...] = field(default=())
+    random: bool = False  # draws random masks (its seed is part of what it did)
+
+    @property
+    def needs_density(self) -> bool:
+        return any(p.name == "density" and p.default is REQUIRED for p in self.params)
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The full parameter set: given values checked, defaults filled; unknown or missing -> ValueError."""
+        takes = {p.name: p for p in self.params}
+        unknown = sorted(set(given) - set(takes))
+        if unknown:
+            offered = ", ".join(sorted(takes)) or "no parameters"
+            raise ValueError(f"merge method {self.name!r} does not take {', '.join(unknown)}; it takes {offered}")
+        out = {}
+        for name, p in takes.items():
+            if name in given:
+                out[name] = p.check(given[name], self.name)
+            elif p.default is REQUIRED:
+                raise ValueError(f"merge method {self.name!r} needs {name} ({p.help})")
+            else:
+                out[name] = p.default
+        return out
 
 
 METHODS: dict[str, MergeMethod] = {}
 
 
-def merge_method(name: str, *, kind: str, title: str, reference: str, needs_density: bool = False,
-                 options: tuple[str, ...] = ()):
+def merge_method(name: str, *, kind: str, title: str, reference: str, params: tuple[Param, ...] = (),
+                 random: bool = False):
     def register(fn: Callable) -> Callable:
-        METHODS[name] = MergeMethod(name, kind, fn, title, reference, needs_density, options)
+        METHODS[name] = MergeMethod(name, kind, fn, title, reference, params, random)
         return fn
     return register
 
