@@ -43,6 +43,11 @@ def is_wrappable(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or is_conv1d(module)
 
 
+def _identity(t: torch.Tensor) -> tuple:
+    """What must be equal for a cached copy of `t` to still be right."""
+    return (t.data_ptr(), t.device, t.dtype, t._version, tuple(t.shape))
+
+
 @dataclass
 class _RoutePlan:
     """Stacked factors for one routed forward: slot k = adapter k, the last slot = no adapter (zeros)."""
@@ -85,13 +90,13 @@ class LoraLayer(nn.Module):
     def stacked(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """(A_t, B_t) for routing over `names`, rebuilt only when a factor or scaling has changed.
 
-        The key includes each parameter's in-place version counter, so an optimizer step (or any
-        in-place edit) invalidates the cache without anyone having to remember to clear it.
+        The key holds what really changes a factor: its storage (data_ptr), device and dtype — which
+        `model.to(...)`/`.double()` replace behind the same Parameter object — and its in-place version
+        counter (an optimizer step), so no one has to remember to clear the cache.
         """
         present = [n for n in names if n in self.lora_A]
         differentiable = torch.is_grad_enabled() and any(self.lora_A[n].requires_grad for n in present)
-        signature = tuple((n, id(self.lora_A[n]), self.lora_A[n]._version, id(self.lora_B[n]),
-                           self.lora_B[n]._version, self.scaling[n]) for n in present)
+        signature = tuple((n, *_identity(self.lora_A[n]), *_identity(self.lora_B[n]), self.scaling[n]) for n in present)
         cached = self._stack_cache.get(names)
         if not differentiable and cached is not None and cached[0] == signature:
             return cached[1], cached[2]

@@ -162,6 +162,28 @@ def test_routing_matches_each_adapter_alone(tiny_model, name, rows, grad):
     assert not any(layer._route for _, layer in lora_layers(model))  # the block cleans up
 
 
+def test_routing_cache_follows_the_model_to_another_dtype(tiny_model):
+    """model.double() swaps each parameter's storage behind the same Parameter object: a routed forward
+    after it must use float64 stacks (a stale float32 cache would fail or silently lose precision)."""
+    model = tiny_model()
+    x = _ids(3, rows=3)
+    for i, adapter in enumerate("ab"):
+        attach(model, LoraConfig(r=4, alpha=8), name=adapter, seed=i)
+        _randomise_B(model, adapter, seed=i)
+    with torch.no_grad(), route(model, ["a", "b", None]):
+        model(x)  # fills the cache in float32
+    model.double()
+    with torch.no_grad(), route(model, ["a", "b", None]):
+        routed = model(x).logits
+    _, layer = next(iter(lora_layers(model)))
+    (_, A_t, B_t), = layer._stack_cache.values()
+    assert A_t.dtype == B_t.dtype == torch.float64
+    for i, adapter in enumerate(["a", "b"]):
+        set_active(model, adapter)
+        with torch.no_grad():
+            torch.testing.assert_close(routed[i], model(x).logits[i], atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("rows", [["a", None, "b", "a"], ["b", "a", "a", None]])
 def test_routing_under_bf16_autocast(tiny_model, rows):
     """The mixed-precision branch (what CUDA evaluation runs), exercised with CPU autocast: each

@@ -58,10 +58,6 @@ class MergeMethod:
     params: tuple[Param, ...] = field(default=())
     random: bool = False  # draws random masks (its seed is part of what it did)
 
-    @property
-    def needs_density(self) -> bool:
-        return any(p.name == "density" and p.default is REQUIRED for p in self.params)
-
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The full parameter set: given values checked, defaults filled; unknown or missing -> ValueError."""
         takes = {p.name: p for p in self.params}
