@@ -421,8 +421,9 @@ def evaluate_states(model: nn.Module, tokenizer, tasks: Sequence[Task], states: 
             for task in tasks:
                 adapter = _adapter_for(spec, task.name)
                 if adapter is not None and id(adapter) not in names:
-                    names[id(adapter)] = f"__eval{len(names)}"
-                    attach(model, adapter, name=names[id(adapter)], activate="none", trainable=False)
+                    name = f"__eval{len(names)}"
+                    attach(model, adapter, name=name, activate="none", trainable=False)
+                    names[id(adapter)] = name  # only once attached: cleanup detaches what is really there
         results: dict[str, dict[str, TaskScore]] = {label: {} for label in states}
         for task in tasks:
             keys = {label: (names[id(a)] if (a := _adapter_for(spec, task.name)) is not None else None)

@@ -173,3 +173,18 @@ def test_evaluation_inputs_are_checked(tiny_model, tokenizer):
         score(tiny_model(), tokenizer, task, examples=[])
     with pytest.raises(KeyError, match="unknown adapter"):
         score(tiny_model(), tokenizer, task, states=["missing"])
+
+
+def test_an_incompatible_state_raises_its_own_error_and_leaves_the_model_clean(tiny_model, tokenizer):
+    """The adapter that cannot attach is named by its real error (not a KeyError from the cleanup), and
+    the adapters attached before it are detached again."""
+    from adapter_hub.errors import IncompatibleAdaptersError
+    from adapter_hub.lora import list_adapters
+
+    model = tiny_model("tiny-llama")
+    good = _adapters(model, 1)["a0"]
+    foreign = _adapters(tiny_model("tiny-gpt2"), 1)["a0"]
+    task = load_task("builtin:topic", max_test=4)
+    with pytest.raises(IncompatibleAdaptersError):
+        evaluate_states(model, tokenizer, [task], {"good": good, "foreign": foreign})
+    assert list_adapters(model) == []
