@@ -34,6 +34,7 @@ from torch import nn
 
 from adapter_hub.data import Task
 from adapter_hub.lora import route
+from adapter_hub.models import decoder_and_head
 from adapter_hub.prompts import encode_prompt, encode_target
 
 CURRENT = "current"  # the key of a result scored on the model as it is (no routing)
@@ -185,16 +186,6 @@ def _answer_budget(tokenizer, task: Task, config: EvalConfig) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
-    """(decoder, head) when logits are exactly head(hidden); (model, None) to use full logits."""
-    decoder = getattr(model, "base_model", model)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
-    if decoder is model or head is None or softcap:
-        return model, None
-    return decoder, head
-
-
 def _cache_kw(module: nn.Module) -> str:
     params = inspect.signature(module.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -202,7 +193,7 @@ def _cache_kw(module: nn.Module) -> str:
 
 def _run(model: nn.Module, ids, mask, positions, cache=None):
     """Hidden states (or logits when the model has no separable head) and the cache."""
-    decoder, head = _parts(model)
+    decoder, head = decoder_and_head(model)
     kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
     if cache is not None:
         kwargs[_cache_kw(decoder)] = cache
@@ -216,7 +207,7 @@ def _run(model: nn.Module, ids, mask, positions, cache=None):
 
 def _logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(targets) at each position; hidden (..., H) or logits, targets (...,). Chunked over the vocab."""
-    _, head = _parts(model)
+    _, head = decoder_and_head(model)
     flat_h = hidden.reshape(-1, hidden.shape[-1])
     flat_t = targets.reshape(-1)
     vocab = head.out_features if head is not None and hasattr(head, "out_features") else hidden.shape[-1]
@@ -371,7 +362,7 @@ def _greedy(model, tokenizer, prompts, row_states, max_new_tokens: int, prefix: 
 
 def _next_token_logprobs(model, hidden_last: torch.Tensor) -> torch.Tensor:
     """(N, V) log-probabilities of the next token from the last position's hidden state (or logits)."""
-    _, head = _parts(model)
+    _, head = decoder_and_head(model)
     logits = head(hidden_last) if head is not None else hidden_last
     return torch.log_softmax(logits.float(), dim=-1)
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapter_hub.models import decoder_and_head
 from adapter_hub.prompts import Encoded
 
 IGNORE = -100
@@ -62,6 +63,7 @@ class TrainResult:
     steps: int
     losses: list[float] = field(default_factory=list)  # task loss per optimizer step
     extra_losses: list[float] = field(default_factory=list)  # the strategy's extra term per step
+    lrs: list[float] = field(default_factory=list)  # learning rate each optimizer step used
     tokens: int = 0  # answer tokens trained on
     seconds: float = 0.0
     truncated: int = 0
@@ -107,26 +109,65 @@ def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random
 
 
 def collate(examples: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids/attention_mask and labels that are IGNORE outside the answer."""
+    """Right-padded input_ids/attention_mask, labels that are IGNORE outside the answer, and — built on
+    the host, so no device sync is needed to find them — the flat (row, position) indices where an
+    answer token is predicted and those tokens."""
     width = max(len(e.prompt) + len(e.target) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
+    index, targets = [], []
     for row, e in enumerate(examples):
         seq = e.prompt + e.target
         ids[row, :len(seq)] = torch.tensor(seq)
         labels[row, len(e.prompt):len(seq)] = torch.tensor(e.target)
         mask[row, :len(seq)] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+        # token t+1 is predicted at position t; positions index the (B, width-1) grid of predictions
+        index += [row * (width - 1) + t for t in range(len(e.prompt) - 1, len(seq) - 1)]
+        targets += e.target
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device),
+            "answer_index": torch.tensor(index, dtype=torch.long).to(device),
+            "answer_targets": torch.tensor(targets, dtype=torch.long).to(device)}
 
 
-def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over answer tokens, and how many there were."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
-    targets = batch["labels"][:, 1:]  # token t+1 is predicted at position t
-    n = int((targets != IGNORE).sum())
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
-    return loss, n
+def answer_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(N, vocab) logits at the N answer positions only: the decoder runs on every token, the head
+    (vocab × hidden) only where the loss is."""
+    decoder, head = decoder_and_head(model)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if head is None:  # no separable head (e.g. logit soft-capping): full logits, then pick
+        out = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
+        return out.reshape(-1, out.shape[-1]).index_select(0, batch["answer_index"])
+    hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]  # (B, T-1, H)
+    return head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["answer_index"]))  # (N, V)
+
+
+def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor], divide_by: int | None = None) -> tuple[torch.Tensor, int]:
+    """Cross-entropy summed over answer tokens / `divide_by` (default: their count, i.e. the mean),
+    and the count (known on the host: no sync). The head runs in fp32 terms: logits are upcast first."""
+    n = int(batch["answer_targets"].numel())
+    loss = F.cross_entropy(answer_logits(model, batch).float(), batch["answer_targets"], reduction="sum")
+    return loss / (divide_by or max(n, 1)), n
+
+
+def accumulate(model: nn.Module, micro_batches: Sequence[dict[str, torch.Tensor]],
+               extra_loss: Callable[[], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Backward over one optimizer step's micro-batches. Every answer token of the step weighs the same
+    (each micro-batch's summed loss is divided by the step's total token count), so the gradient is the
+    full batch's whatever the split; the strategy's extra term is added once. Returns the step's mean
+    task loss and extra term as tensors (no host sync) and the token count."""
+    total = sum(int(b["answer_targets"].numel()) for b in micro_batches)
+    step_loss = None
+    for b in micro_batches:
+        loss, _ = answer_loss(model, b, divide_by=max(total, 1))
+        loss.backward()
+        step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+    extra = None
+    if extra_loss is not None:
+        extra = extra_loss()
+        extra.backward()
+        extra = extra.detach()
+    return step_loss, extra, total
 
 
 def train_on(
@@ -139,7 +180,10 @@ def train_on(
     extra_loss: Callable[[], torch.Tensor] | None = None,
     description: str = "train",
 ) -> TrainResult:
-    """Run the optimisation; `params` default to every parameter with requires_grad."""
+    """Run the optimisation; `params` default to every parameter with requires_grad.
+
+    A non-finite loss stops training BEFORE the optimizer steps, so the adapter is left as it was after
+    the last good step. One host sync per optimizer step (the loss, for that check and the log)."""
     if not examples:
         raise ValueError("no training examples")
     device = next(model.parameters()).device
@@ -152,7 +196,7 @@ def train_on(
     per_epoch = math.ceil(len(examples) / config.batch_size)
     total = config.steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    warmup = max(1, round(config.warmup_ratio * total)) if config.warmup_ratio > 0 else 0
+    warmup = warmup_steps(config, total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total, config.schedule))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     result = TrainResult(steps=total)
@@ -164,29 +208,27 @@ def train_on(
     try:
         for step in range(total):
             optimizer.zero_grad(set_to_none=True)
-            step_loss, step_extra = 0.0, 0.0
+            micro = []
             for _ in range(config.grad_accum):
                 if not batches:
                     batches = length_bucketed_batches(lengths, config.batch_size, rng)
-                batch = collate([examples[i] for i in batches.pop()], pad_id, device)
-                with autocast:
-                    loss, n_tokens = answer_loss(model, batch)
-                    total_loss = loss
-                    if extra_loss is not None:
-                        extra = extra_loss()
-                        total_loss = loss + extra
-                        step_extra += float(extra.detach()) / config.grad_accum
-                (total_loss / config.grad_accum).backward()
-                step_loss += float(loss.detach()) / config.grad_accum
-                result.tokens += n_tokens
+                micro.append(collate([examples[i] for i in batches.pop()], pad_id, device))
+            with autocast:
+                loss, extra, n_tokens = accumulate(model, micro, extra_loss)
+            values = (loss if extra is None else torch.stack([loss, extra.to(loss.dtype)])).tolist()  # one sync
+            step_loss, step_extra = (values, None) if extra is None else values
+            if not all(math.isfinite(v) for v in (step_loss, step_extra) if v is not None):
+                raise FloatingPointError(f"loss became non-finite at step {step + 1} (task {step_loss}, extra "
+                                         f"{step_extra}); the adapter is left as after step {step}: lower the "
+                                         f"learning rate")
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            result.lrs.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
             scheduler.step()
-            if not math.isfinite(step_loss):
-                raise FloatingPointError(f"loss became {step_loss} at step {step + 1}; lower the learning rate")
+            result.tokens += n_tokens
             result.losses.append(step_loss)
-            if extra_loss is not None:
+            if step_extra is not None:
                 result.extra_losses.append(step_extra)
             if bar is not None:
                 elapsed = time.perf_counter() - start
@@ -200,7 +242,14 @@ def train_on(
     return result
 
 
+def warmup_steps(config: TrainConfig, total: int) -> int:
+    """Optimizer steps of linear warmup: round(warmup_ratio · total), at least 1 when the ratio is > 0."""
+    return max(1, round(config.warmup_ratio * total)) if config.warmup_ratio > 0 else 0
+
+
 def _lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Step `step` (0-based) uses lr · factor: warmup (step+1)/warmup, then 1 (constant) or a cosine from
+    1 at the first step after warmup to 0 at step `total`."""
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "cosine":
