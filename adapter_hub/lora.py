@@ -163,6 +163,9 @@ class LoraModelState:
     identity: BaseModelIdentity | None = None  # computed once, before any merge can change weights
     active: list[tuple[str, float]] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)
+    # Exact copies of the base weights a merge into a sub-fp32 (bf16/fp16) base changed, per adapter:
+    # unmerging the most recent merge restores them bit for bit (subtracting would leave rounding).
+    merge_backups: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     provenance: dict[str, dict] = field(default_factory=dict)  # per adapter: where it came from
 
 
@@ -499,6 +502,10 @@ def merge_adapter(model: nn.Module, name: str, weight: float = 1.0) -> None:
     """Add weight·s·B·A into every base weight the adapter touches; refuse if any result is non-finite.
 
     All layers are checked before any weight changes, so a refused merge leaves the model as it was.
+    ΔW is computed in fp32 (or wider) and rounded once into the base's dtype. On a bf16/fp16 base the
+    touched weights are also copied first (memory: one copy of them, in their dtype), so that
+    unmerging it — as the most recent merge — restores them bit for bit; unmerging an earlier merge
+    out of order subtracts instead, which leaves that dtype's rounding (~1e-3 relative for bf16).
     """
     state = model_state(model)
     if name not in state.configs:
@@ -510,6 +517,8 @@ def merge_adapter(model: nn.Module, name: str, weight: float = 1.0) -> None:
         for module_name, layer in layers:
             if not torch.isfinite(_shifted_weight(layer, name, weight)).all():
                 raise NonFiniteError(f"merging {name!r} would put NaN/inf into {module_name}; nothing was changed")
+        if layers and layers[0][1].base_layer.weight.dtype.itemsize < 4:
+            state.merge_backups[name] = [layer.base_layer.weight.detach().clone() for _, layer in layers]
         for _, layer in layers:
             w = layer.base_layer.weight
             w.copy_(_shifted_weight(layer, name, weight).to(w.dtype))
@@ -519,14 +528,22 @@ def merge_adapter(model: nn.Module, name: str, weight: float = 1.0) -> None:
 
 
 def unmerge_adapter(model: nn.Module, name: str) -> None:
-    """Subtract a merged adapter's ΔW from the base weights (exact up to fp32 rounding)."""
+    """Remove a merged adapter's ΔW (with the weight it was merged with) from the base weights.
+
+    fp32 bases: subtraction, exact up to fp32 rounding. bf16/fp16 bases: the most recent merge is undone
+    from its exact copy (bit-identical); an earlier one by subtraction (see merge_adapter)."""
     state = model_state(model)
     if name not in state.merged:
         raise RuntimeError(f"adapter {name!r} is not merged")
     weight = state.provenance.get(name, {}).pop("merged_weight", 1.0)
+    backup = state.merge_backups.pop(name, None)
+    layers = [layer for _, layer in lora_layers(model) if name in layer.lora_A]
     with torch.no_grad():
-        for _, layer in lora_layers(model):
-            if name in layer.lora_A:
+        if backup is not None and state.merged[-1] == name:
+            for layer, original in zip(layers, backup):
+                layer.base_layer.weight.copy_(original)
+        else:
+            for layer in layers:
                 w = layer.base_layer.weight
                 w.copy_(_shifted_weight(layer, name, -weight).to(w.dtype))
     state.merged.remove(name)

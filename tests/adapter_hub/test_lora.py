@@ -136,6 +136,41 @@ def test_weighted_active_adapters_equal_weighted_merge(tiny_model):
     torch.testing.assert_close(model(x).logits, combined, atol=1e-10, rtol=0)
 
 
+def test_unmerge_removes_what_was_merged_with_its_weight(tiny_model):
+    """Merged with weight 0.3, unmerged: the base comes back (an unmerge that ignored the stored weight
+    would leave 0.7·ΔW behind); out of merge order too."""
+    model = tiny_model().double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    attach(model, LoraConfig(r=4), name="a", seed=1, dtype=torch.float64)
+    attach(model, LoraConfig(r=4), name="b", seed=2, dtype=torch.float64)
+    _randomise_B(model, "a", seed=1, std=0.2)
+    _randomise_B(model, "b", seed=2, std=0.2)
+    merge_adapter(model, "a", weight=0.3)
+    merge_adapter(model, "b", weight=-1.7)
+    unmerge_adapter(model, "a")  # not the most recent
+    unmerge_adapter(model, "b")
+    detach(model)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], atol=1e-12, rtol=0)
+
+
+def test_bf16_merge_then_unmerge_is_bit_identical(tiny_model):
+    model = tiny_model().to(torch.bfloat16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    attach(model, LoraConfig(r=8), name="a", seed=0)
+    _randomise_B(model, "a", std=0.05)
+    for weight in (1.0, 0.37):
+        originals = [layer.base_layer.weight.clone() for _, layer in lora_layers(model)]
+        merge_adapter(model, "a", weight=weight)
+        changed = max(float((layer.base_layer.weight.float() - w.float()).abs().max())
+                      for (_, layer), w in zip(lora_layers(model), originals))
+        assert changed > 1e-3  # the merge really moved bf16 weights
+        unmerge_adapter(model, "a")
+    detach(model)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("rows", [
     ["a", "b", None, "c", "a", None, "b"],  # interleaved
