@@ -4,7 +4,10 @@ task i, i, j = 1..T; entries above the diagonal may be NaN when future tasks wer
     ACC          = mean_j R[T][j]                                      final average accuracy
     BWT          = mean_{j<T} (R[T][j] − R[j][j])                      backward transfer (Lopez-Paz & Ranzato 2017)
     FWT          = mean_{j>1} (R[j−1][j] − b_j)                        forward transfer; b_j = the base model's accuracy
-    forgetting   = mean_{j<T} (max_{l<T} R[l][j] − R[T][j])            Chaudhry et al. 2018 ("max" forgetting)
+    forgetting   = mean_{j<T} (max_{j≤l<T} R[l][j] − R[T][j])          Chaudhry et al. 2018 ("max" forgetting): the
+                                                                       max over the rows after task j was learnt (a
+                                                                       row before it is forward transfer, not
+                                                                       knowledge that can be lost)
     forgetting_first = mean_{j<T} (R[j][j] − R[T][j])                  Avalanche's definition ("first" forgetting)
     intransigence    = mean_k (R*[k] − R[k][k])                        Chaudhry et al. 2018; R* from a joint (mtl) run
 
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 
 FORGETTING_DEFINITIONS = {
-    "forgetting": "max_{l<T} R[l][j] - R[T][j] (Chaudhry et al. 2018)",
+    "forgetting": "max_{j<=l<T} R[l][j] - R[T][j] (Chaudhry et al. 2018)",
     "forgetting_first": "R[j][j] - R[T][j] (Avalanche)",
 }
 
@@ -48,7 +51,7 @@ def summarize(R: Sequence[Sequence[float | None]] | np.ndarray, base: Sequence[f
                            "forgetting_first": None, "intransigence": None, "intransigence_per_task": None}
     if T > 1:
         out["bwt"] = float(np.mean([last[j] - m[j, j] for j in range(T - 1)]))
-        out["forgetting"] = float(np.mean([np.nanmax(m[:T - 1, j]) - last[j] for j in range(T - 1)]))
+        out["forgetting"] = float(np.mean([np.max(m[j:T - 1, j]) - last[j] for j in range(T - 1)]))
         out["forgetting_first"] = float(np.mean([m[j, j] - last[j] for j in range(T - 1)]))
         if base is not None:
             if len(base) != T:

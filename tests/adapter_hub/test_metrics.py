@@ -40,6 +40,17 @@ def test_max_and_first_forgetting_differ_when_a_task_improves_after_it_was_learn
     assert m["fwt"] is None and m["intransigence"] is None  # no base accuracies, no reference
 
 
+def test_max_forgetting_ignores_rows_before_the_task_was_learnt():
+    """Task 2 scores 0.95 before it is learnt (forward transfer from task 1), 0.60 once learnt, 0.50 at
+    the end: it forgot 0.10, not 0.45. The max runs over rows l in [j, T-1] only (Chaudhry et al.)."""
+    R = [[0.90, 0.95, 0.20],
+         [0.80, 0.60, 0.30],
+         [0.70, 0.50, 0.90]]
+    m = summarize(R)
+    assert m["forgetting"] == pytest.approx(((0.90 - 0.70) + (0.60 - 0.50)) / 2)  # 0.15
+    assert m["forgetting_first"] == pytest.approx(((0.90 - 0.70) + (0.60 - 0.50)) / 2)
+
+
 def test_missing_inputs_give_none():
     assert summarize([[0.7]]) == {"acc": 0.7, "bwt": None, "fwt": None, "forgetting": None, "forgetting_first": None,
                                   "intransigence": None, "intransigence_per_task": None}
