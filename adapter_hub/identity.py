@@ -3,13 +3,17 @@
 An adapter trained on one base model is meaningless on another, even one with the same shapes.
 The fingerprint (sha256 of every parameter name and shape) catches a different architecture; the probe
 (a few weight values at fixed positions) catches a different checkpoint of the same architecture.
-Probe values are compared with a tolerance so that the same model in bf16 or fp32 still matches.
+
+Probe values are compared at bf16 resolution: both are rounded to bf16 and may differ by at most one
+bf16 step (2^-8 of the value), so the same checkpoint held in fp32, bf16 or fp16 (whose double
+rounding can land one step away) matches, while a fine-tuned checkpoint whose weights moved by more
+than that — as a few hundred optimizer steps move them — does not. (A relative tolerance of 2e-2,
+the first version, let a fine-tune whose weights moved ~1.5% pass as the same model.)
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +22,7 @@ from torch import nn
 
 PROBE_TENSORS = 4  # tensors sampled, spread across the model
 PROBE_VALUES = 8  # values sampled per tensor
-PROBE_RTOL = 2e-2  # bf16 keeps ~3 significant digits; different checkpoints differ far more
-PROBE_ATOL = 1e-3
+BF16_MANTISSA_BITS = 7  # a bf16 step at x is 2^(floor(log2|x|) - 7)
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,19 @@ class BaseModelIdentity:
                 f"{other.fingerprint[:12]} for {other.name!r})"
             )
         if self.probe and other.probe:
-            if len(self.probe) != len(other.probe) or not all(
-                math.isclose(a, b, rel_tol=PROBE_RTOL, abs_tol=PROBE_ATOL) for a, b in zip(self.probe, other.probe)
-            ):
+            if len(self.probe) != len(other.probe) or not probes_match(self.probe, other.probe):
                 return f"same architecture but different weights ({self.name!r} vs {other.name!r})"
         return None
+
+
+def probes_match(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Equal at bf16 resolution: rounded to bf16, no pair more than one bf16 step apart."""
+    ra = torch.tensor(a, dtype=torch.float64).to(torch.bfloat16).double()
+    rb = torch.tensor(b, dtype=torch.float64).to(torch.bfloat16).double()
+    scale = torch.maximum(ra.abs(), rb.abs())
+    step = torch.where(scale > 0, 2.0 ** (torch.floor(torch.log2(scale.clamp(min=1e-300))) - BF16_MANTISSA_BITS),
+                       torch.zeros_like(scale))
+    return bool(((ra - rb).abs() <= step).all())
 
 
 def base_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:

@@ -4,6 +4,7 @@ specified against hand computations, and an interrupted sequence resumes to the 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -147,9 +148,42 @@ def test_fisher_is_the_mean_of_squared_per_example_gradients(tiny_model, tokeniz
     assert any(float(f.sum()) > 0 for f in ours)
 
 
-def test_ewc_penalty_acts_during_training(tiny_model, tokenizer, conflict):
-    result = run_sequence("ewc", tiny_model(), tokenizer, conflict, config(steps=60), params={"lam": 1e4})
-    assert result.steps[0].train.extra_losses == [] and result.steps[1].train.extra_losses[-1] > 0
+def test_ewc_anchors_are_the_learnt_adapter_and_its_fisher(tiny_model, tokenizer, conflict):
+    """After task 1 the strategy keeps θ* = the adapter it just learnt (the registered state, not zero)
+    and F = the Fisher computed after training; during task 2 the penalty is (λ/2)·Σ F·(θ − θ*)²
+    against exactly those, and it pulls the adapter back toward θ*."""
+    from adapter_hub.continual.ewc import NAME
+
+    tasks = [dataclasses.replace(t, train=t.train[:16]) for t in conflict]
+    strategy = make_strategy("ewc", tiny_model(), tokenizer, config(steps=30), lam=1e4, fisher_samples=64)
+    first = strategy.learn(tasks[0], 1, [])
+    (fisher, star), = strategy.anchors
+    params = lora_parameters(strategy.model, [NAME])
+    learnt = [t for m in sorted(first.state.modules) for t in (first.state.modules[m].A, first.state.modules[m].B)]
+    assert sorted(float(t.abs().sum()) for t in star) == pytest.approx(sorted(float(t.abs().sum()) for t in learnt))
+    assert all(torch.equal(s, p.detach()) for s, p in zip(star, params)) and any(float(s.abs().sum()) > 0 for s in star)
+    examples, _ = encode_examples(tokenizer, tasks[0], tasks[0].train, 256)  # 16 < fisher_samples: all of them
+    expected_fisher = fisher_diagonal(strategy.model, params, examples, tokenizer.pad_token_id)
+    for f, e in zip(fisher, expected_fisher):
+        torch.testing.assert_close(f, e, rtol=1e-5, atol=1e-12)
+    second = strategy.learn(tasks[1], 2, [tasks[0]])
+    assert first.train.extra_losses == [] and second.train.extra_losses[0] == 0.0  # θ = θ* when task 2 starts
+    moved = [p.detach() for p in lora_parameters(strategy.model, [NAME])]
+    by_hand = 0.5 * 1e4 * sum(float((f * (m - s) ** 2).sum()) for f, m, s in zip(fisher, moved, star))
+    assert float(ewc_penalty(moved, strategy.anchors, 1e4)) == pytest.approx(by_hand, rel=1e-6)
+    assert by_hand > 0 and second.train.extra_losses[-1] > 0
+    drift = lambda lam: sum(float((m - s).abs().sum()) for m, s in zip(  # noqa: E731
+        _ewc_after_two(tiny_model, tokenizer, tasks, lam), star))
+    assert drift(1e6) < drift(0.0)  # a strong pull toward θ* keeps the adapter nearer to it
+
+
+def _ewc_after_two(tiny_model, tokenizer, tasks, lam):
+    from adapter_hub.continual.ewc import NAME
+
+    strategy = make_strategy("ewc", tiny_model(), tokenizer, config(steps=30), lam=lam)
+    strategy.learn(tasks[0], 1, [])
+    strategy.learn(tasks[1], 2, [tasks[0]])
+    return [p.detach() for p in lora_parameters(strategy.model, [NAME])]
 
 
 # ---- replay ----------------------------------------------------------------------------------------

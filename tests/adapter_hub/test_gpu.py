@@ -61,9 +61,17 @@ def test_merge_and_unmerge_on_cuda(tiny_model):
 
 
 def test_training_on_cuda_uses_bf16_autocast_and_learns(tiny_model, tokenizer):
+    from adapter_hub.lora import lora_layers
+
     model = attach(tiny_model().to(CUDA), LoraConfig(r=16), name="a", seed=0)
     task = load_task("builtin:sentiment")
+    seen = set()  # dtypes the frozen base layers compute in during training: bf16 under autocast
+    hooks = [layer.base_layer.register_forward_hook(lambda m, i, o: seen.add(o.dtype)) for _, layer in lora_layers(model)]
     result = train_task(model, tokenizer, task, TrainConfig(lr=3e-3, steps=250, batch_size=16, progress=False))
+    for h in hooks:
+        h.remove()
+    assert seen == {torch.bfloat16}, seen
+    assert all(p.dtype == torch.float32 for _, layer in lora_layers(model) for p in layer.lora_A.values())
     assert result.summary()["last"] < result.summary()["first"] / 3
     assert score(model, tokenizer, task)[CURRENT].accuracy >= 0.85
 
