@@ -77,9 +77,12 @@ class Task:
         return "sha256:" + h.hexdigest()[:16]
 
     def subset(self, max_train: int | None = None, max_test: int | None = None, seed: int = 0) -> "Task":
-        """A copy with at most this many examples, drawn with a fixed seed (keeps every label present)."""
+        """A copy with at most this many examples, drawn with a fixed seed. Classification tasks are
+        sampled stratified by label: each label keeps its share (largest remainder) and at least one
+        example while there is room for every label."""
         return Task(
-            self.name, _sample(self.train, max_train, seed), _sample(self.test, max_test, seed + 1), self.labels,
+            self.name, _sample(self.train, max_train, seed, bool(self.labels)),
+            _sample(self.test, max_test, seed + 1, bool(self.labels)), self.labels,
             self.instruction, self.template, self.source,
             {**self.meta, "max_train": max_train, "max_test": max_test, "seed": seed},
         )
@@ -89,13 +92,33 @@ class Task:
         return f"Task({self.name!r}, train={len(self.train)}, test={len(self.test)}, {kind}, source={self.source!r})"
 
 
-def _sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+def _sample(examples: list[Example], n: int | None, seed: int, stratify: bool) -> list[Example]:
     if n is None or n >= len(examples):
         return list(examples)
     if n <= 0:
         raise DataError(f"cannot sample {n} examples")
     rng = random.Random(seed)
-    return rng.sample(examples, n)
+    groups: dict[str, list[Example]] = {}
+    for ex in examples:
+        groups.setdefault(ex.target, []).append(ex)
+    if not stratify or len(groups) == 1 or len(groups) > n:  # free text, or no room for every label
+        return rng.sample(examples, n)
+    labels = sorted(groups)
+    share = {k: n * len(groups[k]) / len(examples) for k in labels}
+    quota = {k: max(1, int(share[k])) for k in labels}
+    while sum(quota.values()) > n:  # the at-least-one rule overshot: take back from the largest quotas
+        quota[max(labels, key=lambda k: (quota[k], k))] -= 1
+    for k in sorted(labels, key=lambda k: (-(share[k] - int(share[k])), k)):  # largest remainders first
+        if sum(quota.values()) == n:
+            break
+        if quota[k] < len(groups[k]):
+            quota[k] += 1
+    for k in labels:  # still short (remainders went to full groups): fill from any group with room
+        while sum(quota.values()) < n and quota[k] < len(groups[k]):
+            quota[k] += 1
+    picked = [ex for k in labels for ex in rng.sample(groups[k], quota[k])]
+    rng.shuffle(picked)
+    return picked
 
 
 # --------------------------------------------------------------------------------------------------

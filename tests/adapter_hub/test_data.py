@@ -113,6 +113,23 @@ def test_subset_is_seeded(tmp_path):
     assert a.train == b.train and len(a.train) == 50 and len(a.test) == 20 and task.subset(50, 20, seed=4).train != a.train
 
 
+def test_subset_is_stratified_and_keeps_every_label():
+    from collections import Counter
+
+    from adapter_hub.data import Example, Task
+
+    train = [Example(f"a{i}", "a") for i in range(90)] + [Example(f"b{i}", "b") for i in range(9)] + [Example("c", "c")]
+    task = Task("imbalanced", train, list(train), ["a", "b", "c"])
+    for n in (3, 10, 37):
+        picked = task.subset(n, n, seed=5).train
+        counts = Counter(ex.target for ex in picked)
+        assert len(picked) == n and len(set(ex.text for ex in picked)) == n
+        assert set(counts) == {"a", "b", "c"}  # the one 'c' example survives every size
+        assert abs(counts["a"] - 0.9 * n) <= 1.0 + (n < 10) * 1.0  # proportional, up to rounding and the rare labels
+    few = Task("few", train[:2] + train[-1:], [], ["a", "c"]).subset(2, None, seed=0).train
+    assert {ex.target for ex in few} == {"a", "c"}
+
+
 @pytest.mark.parametrize("make", [
     lambda d: load_task("builtin:topic", name="topics", instruction="Pick a topic.", template="{instruction}\n"
                         "Q: {text}\nA:", max_train=30, max_test=10, seed=3),
