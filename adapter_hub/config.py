@@ -69,13 +69,9 @@ def lora_scaling(alpha: float, r: int, use_rslora: bool) -> float:
 
 
 def _pattern_lookup(pattern: dict[str, Any], module: str, default: Any) -> Any:
-    # PEFT matches pattern keys as a regex against the end of the module name, at a dot boundary.
-    if module in pattern:
-        return pattern[module]
-    for key, value in pattern.items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
+    from registry.adapter_format import pattern_value  # the one implementation of PEFT's precedence
+
+    return pattern_value(pattern, module, default)
 
 
 def _finite_number(value: Any) -> bool:

@@ -90,6 +90,11 @@ def read_config(path: Path) -> dict[str, Any]:
         raise AdapterFormatError(f"{path}: peft_type is {peft_type!r}; only LORA adapters are supported")
     if raw.get("use_dora"):
         raise AdapterFormatError(f"{path}: DoRA adapters (use_dora=true) are not supported")
+    check_init(path, raw.get("init_lora_weights", True))
+    if raw.get("alora_invocation_tokens"):
+        raise AdapterFormatError(f"{path}: alora_invocation_tokens is set: an activated LoRA (aLoRA) acts only after "
+                                 f"its invocation tokens, which adapter-hub does not implement; refusing to load it "
+                                 f"as a plain LoRA")
     for key in ("r", "lora_alpha"):
         value = raw.get(key)
         if key == "lora_alpha" and value is None:
@@ -100,6 +105,31 @@ def read_config(path: Path) -> dict[str, Any]:
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise AdapterFormatError(f"{path}: {key} must be an object, got {type(raw[key]).__name__}")
     return raw
+
+
+# Initialisations after which the saved factors are a plain ΔW on the untouched base (B·A added to W).
+PLAIN_INITS = (True, False, "gaussian", "eva", "orthogonal")
+# Initialisations that change the base weights themselves (W ← W − s·B₀·A₀): the factors are only
+# meaningful on that modified base, until PEFT converts them to a plain LoRA.
+BASE_CHANGING_INITS = ("pissa", "olora", "corda")
+
+
+def check_init(path: Path, init: Any) -> None:
+    """Refuse adapters whose factors do not mean ΔW = s·B·A on the base model as published."""
+    if init in PLAIN_INITS:
+        return
+    text = str(init)
+    if any(text == kind or text.startswith(f"{kind}_") for kind in BASE_CHANGING_INITS):
+        raise AdapterFormatError(
+            f"{path}: init_lora_weights is {init!r}: its factors assume a base model modified at initialisation, so "
+            f"on the published base they are wrong. Convert it to a plain LoRA with PEFT first: "
+            f"model.save_pretrained(DIR, path_initial_model_for_weight_conversion=INITIAL_ADAPTER_DIR) "
+            f"(the result has init_lora_weights true)")
+    if text == "loftq":
+        raise AdapterFormatError(f"{path}: init_lora_weights is 'loftq': its factors pair with a quantised base "
+                                 f"model's residual, which adapter-hub does not reproduce; not supported")
+    raise AdapterFormatError(f"{path}: init_lora_weights is {init!r}, which adapter-hub does not know to be a plain "
+                             f"LoRA (known: {', '.join(map(repr, PLAIN_INITS))}); not supported")
 
 
 def read_header(path: Path) -> Header:
@@ -183,15 +213,18 @@ def check_pair_shapes(module: str, a: tuple[int, ...], b: tuple[int, ...], where
         raise AdapterFormatError(f"{prefix}{module}: rank 0 factors")
 
 
-def rank_for(config: dict[str, Any], module: str) -> int:
-    # PEFT matches pattern keys as a regex against the end of the module name, at a dot boundary.
-    pattern = config.get("rank_pattern") or {}
-    if module in pattern:
-        return int(pattern[module])
+def pattern_value(pattern: Mapping[str, Any], module: str, default: Any) -> Any:
+    """A rank_pattern/alpha_pattern lookup exactly as PEFT does it (peft.utils.other.get_pattern_key):
+    the FIRST key, in the pattern's own order, that matches the end of the module name as a regex at a
+    dot boundary — an exact name listed after a broader regex does not win."""
     for key, value in pattern.items():
         if re.match(rf"(.*\.)?({key})$", module):
-            return int(value)
-    return int(config["r"])
+            return value
+    return default
+
+
+def rank_for(config: dict[str, Any], module: str) -> int:
+    return int(pattern_value(config.get("rank_pattern") or {}, module, config["r"]))
 
 
 def check_finite(path: Path, header: Header, keys: list[str] | None = None) -> None:

@@ -168,6 +168,11 @@ def export_cmd(ctx: Context, ref: str, dest: Path, force: bool) -> None:
     with byte_progress(total, "exporting") as progress:
         out = reg.export(ref, dest, progress=progress, force=force)
     click.echo(str(out))
+    config = json.loads((out / "adapter_config.json").read_text())
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        click.echo("warning: this adapter has per-module ranks or alphas (rank_pattern/alpha_pattern); vLLM "
+                   "releases read apply one r and lora_alpha to every module, so check that yours honours the "
+                   "patterns, or serve a uniform-rank copy (adapter-hub reduce-rank REF --rank K --out DIR)", err=True)
 
 
 @cli.command("import")

@@ -131,3 +131,14 @@ def test_default_registry_is_in_the_user_data_dir_not_the_cwd(monkeypatch):
     location = Path(default_location())
     assert location.is_absolute() and Path.cwd() not in location.parents
     assert location.name == "registry" and "adapter-hub" in location.parts
+
+
+def test_export_warns_vllm_users_about_rank_patterns(run, tmp_path):
+    plain, patterned = write_adapter(tmp_path / "plain", 0), write_adapter(tmp_path / "patterned", 1)
+    config = json.loads((patterned / "adapter_config.json").read_text())
+    config["rank_pattern"] = {"model.layers.0.self_attn.q_proj": 2}  # consistent with the weights (r=2 everywhere)
+    (patterned / "adapter_config.json").write_text(json.dumps(config))
+    run("register", str(plain), "--task", "plain")
+    run("register", str(patterned), "--task", "patterned")
+    assert "vLLM" not in run("export", "plain:1", str(tmp_path / "out1")).stderr
+    assert "warning: this adapter has per-module ranks or alphas" in run("export", "patterned:1", str(tmp_path / "out2")).stderr
