@@ -116,6 +116,34 @@ def load_tasks(config: BenchConfig):
     return load(specs, max_train=config.max_train, max_test=config.max_test, seed=config.seed)
 
 
+def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'key: old -> new' for every setting that differs (nested keys dotted; the run's name excluded)."""
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(d, dict):
+            return {k: v for key, value in d.items() if not (prefix == "" and key == "name")
+                    for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: d}
+
+    import json
+
+    old, new = flat(json.loads(json.dumps(stored))), flat(json.loads(json.dumps(current)))
+    return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
+def free_run_name(registry, name: str) -> str:
+    """`name` if no run has it, else name-2, name-3, ... (for `bench run --new-run`)."""
+    from registry.errors import RefError
+
+    for i in range(1, 10_000):
+        candidate = name if i == 1 else f"{name}-{i}"
+        try:
+            registry.get_run(candidate)
+        except RefError:
+            return candidate
+    raise ValueError(f"no free run name like {name!r}")
+
+
 def _state_key(label: str, step: int) -> str:
     return f"{label}@{step}"
 
@@ -144,6 +172,11 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
     if existing is not None:
         if not resume:
             raise ValueError(f"benchmark run {name!r} exists; resume it or pick another --name")
+        changed = config_changes(existing.config, config.to_dict())
+        if changed:
+            shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise ValueError(f"benchmark run {name!r} was started with another config ({shown}); resuming would mix "
+                             f"the two: pass --new-run (or --name NEW) to start a new run with this config")
         if existing.status == "done":
             echo(f"run {name} is already done")
             return existing
@@ -186,10 +219,15 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
             R = [[scores[_state_key(spec.label, i)][t.name].accuracy for t in tasks] for i in range(1, len(tasks) + 1)]
             entry["matrix"] = R
             for i, ref in enumerate(entry["states"], start=1):
-                for t in tasks:
+                for j, t in enumerate(tasks):
                     s = scores[_state_key(spec.label, i)][t.name]
-                    registry.record_evaluation(ref, task=t.name, metric="accuracy", value=s.accuracy,
-                                               dataset=t.fingerprint(), scorer=s.scorer, run=name)
+                    if not STRATEGIES[spec.name].per_task_states:  # the state alone on every task
+                        registry.record_evaluation(ref, task=t.name, metric="accuracy", value=s.accuracy,
+                                                   dataset=t.fingerprint(), scorer=s.scorer, run=name)
+                    elif j == i - 1:  # per_task: step i's adapter is only ever used on its own task
+                        registry.record_evaluation(ref, task=t.name, metric="accuracy", value=s.accuracy,
+                                                   dataset=t.fingerprint(), scorer=s.scorer, run=name,
+                                                   context=f"{spec.name}: the task's own adapter (task id given)")
         reference = next((results["strategies"][s.label]["matrix"] for s in config.strategies if s.name == "mtl"), None)
         for spec in config.strategies:
             entry = results["strategies"][spec.label]

@@ -45,6 +45,9 @@ LOGITS_CHUNK = 2**24  # floats of logits materialised at once (64 MB in fp32), w
 class EvalConfig:
     scorer: Literal["loglik", "generate"] = "loglik"  # loglik is cheaper and never fails to parse
     batch_size: int = 32  # examples per forward; with states, each example is one row per state
+    # Rows per forward = examples × states: 32 examples × 121 states would be ~3,900 rows of KV cache.
+    # Fewer examples go in each forward when there are many states, so memory stays bounded.
+    max_rows: int = 1024
     max_length: int = 256  # must match training's so the model sees the format it learnt
     max_new_tokens: int | None = None  # generate: default = longest label + 2 (or 32 for free text)
     # Encode the tokens all prompts of a task start with (the instruction) once per state and reuse
@@ -56,6 +59,8 @@ class EvalConfig:
             raise ValueError(f"scorer must be 'loglik' or 'generate', got {self.scorer!r}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.max_rows < 1:
+            raise ValueError("max_rows must be >= 1")
 
 
 @dataclass
@@ -107,9 +112,10 @@ def score(
     try:
         with torch.inference_mode(), _autocast(model):
             prefix = _encode_prefix(model, prompts[0][:head_len], keys if routed else None) if head_len else None
-            for start in range(0, len(order), config.batch_size):
+            per_forward = max(1, min(config.batch_size, config.max_rows // len(keys)))  # examples per forward
+            for start in range(0, len(order), per_forward):
                 # One row per (state, example), state by state: the layout _Prefix.expand assumes.
-                chunk = [(e, s) for s in range(len(keys)) for e in order[start:start + config.batch_size]]
+                chunk = [(e, s) for s in range(len(keys)) for e in order[start:start + per_forward]]
                 batch_prompts = [prompts[e][head_len:] for e, _ in chunk]
                 row_states = [keys[s] for _, s in chunk] if routed else None
                 if config.scorer == "loglik":
@@ -214,8 +220,7 @@ def _logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> 
     step = max(1, LOGITS_CHUNK // max(vocab, 1))
     out = []
     for i in range(0, flat_h.shape[0], step):
-        logits = head(flat_h[i:i + step]) if head is not None else flat_h[i:i + step]
-        logits = logits.float()
+        logits = head_fp32(head, flat_h[i:i + step])
         out.append(logits.gather(1, flat_t[i:i + step, None]).squeeze(1) - torch.logsumexp(logits, dim=1))
     return torch.cat(out).reshape(targets.shape)
 
@@ -363,8 +368,19 @@ def _greedy(model, tokenizer, prompts, row_states, max_new_tokens: int, prefix: 
 def _next_token_logprobs(model, hidden_last: torch.Tensor) -> torch.Tensor:
     """(N, V) log-probabilities of the next token from the last position's hidden state (or logits)."""
     _, head = decoder_and_head(model)
-    logits = head(hidden_last) if head is not None else hidden_last
-    return torch.log_softmax(logits.float(), dim=-1)
+    return torch.log_softmax(head_fp32(head, hidden_last), dim=-1)
+
+
+def head_fp32(head: nn.Module | None, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits of the few scored positions computed in fp32, outside autocast: in bf16 two labels whose
+    log-likelihoods are close could swap order. (hidden is already logits when there is no head.)"""
+    if head is None:
+        return hidden.float()
+    if isinstance(head, nn.Linear):
+        with torch.autocast(hidden.device.type, enabled=False):
+            bias = None if head.bias is None else head.bias.float()
+            return torch.nn.functional.linear(hidden.float(), head.weight.float(), bias)
+    return head(hidden).float()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -543,7 +543,10 @@ class Registry:
             return queries.resolve(s, info.ref, include_deleted=True)
 
     def record_evaluation(self, ref: str, *, task: str, metric: str, value: float, dataset: str | None = None,
-                          scorer: str | None = None, run: str | int | None = None) -> None:
+                          scorer: str | None = None, run: str | int | None = None, context: str | None = None) -> None:
+        """Store a score of the version `ref` itself on `task`. `context` says how it was used when it was
+        not alone (e.g. the per_task system's adapter for that task): a score of a system that merely
+        contains the version must not be recorded against it."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"evaluation value must be a finite number, got {value!r}")
         check_name(task, "evaluated task")
@@ -551,15 +554,16 @@ class Registry:
             info = queries.resolve(s, ref)
             rid = runs.run_id(s, run) if run is not None else None
             s.execute(insert(E).values(version_id=info.id, task=task, metric=str(metric)[:64], value=float(value),
-                                       dataset=dataset, scorer=scorer, run_id=rid, created_at=utcnow()))
+                                       dataset=dataset, scorer=scorer, run_id=rid, created_at=utcnow(),
+                                       context=None if context is None else str(context)[:256]))
 
     def evaluations(self, ref: str) -> list[dict[str, Any]]:
         with session_scope(self.engine) as s:
             info = queries.resolve(s, ref, include_deleted=True)
-            rows = s.execute(select(E.c.task, E.c.metric, E.c.value, E.c.dataset, E.c.scorer, E.c.run_id, E.c.created_at)
-                             .where(E.c.version_id == info.id).order_by(E.c.id)).all()
+            rows = s.execute(select(E.c.task, E.c.metric, E.c.value, E.c.dataset, E.c.scorer, E.c.run_id, E.c.created_at,
+                                    E.c.context).where(E.c.version_id == info.id).order_by(E.c.id)).all()
         return [{"task": t, "metric": m, "value": v, "dataset": d, "scorer": sc, "run_id": r,
-                 "created_at": queries.utc(c).isoformat()} for t, m, v, d, sc, r, c in rows]
+                 "created_at": queries.utc(c).isoformat(), "context": ctx} for t, m, v, d, sc, r, c, ctx in rows]
 
     # ---- benchmark runs --------------------------------------------------------------------------
 

@@ -147,10 +147,13 @@ evaluation = Table(
     Column("scorer", String(32)),
     Column("run_id", Integer, ForeignKey("bench_run.id"), index=True),
     _ts("created_at"),
+    # How the version was used when scored, when not on its own (revision 0003): e.g. "per_task: the
+    # task's own adapter, task id given". NULL: the version alone on that task.
+    Column("context", String(256)),
     Index("ix_evaluation_version_id_metric", "version_id", "metric"),
 )
 
-# ---- revision 0003: blob pins (the gc protocol, registry/housekeeping.py) ---------------------------
+# ---- revision 0003: blob pins (the gc protocol, registry/housekeeping.py); evaluation.context -------
 
 # A registration in flight holds a pin on each blob it is about to store or reuse, committed before it
 # looks at the store; gc and fsck --repair never delete a pinned blob. The version insert deletes the

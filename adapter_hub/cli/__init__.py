@@ -36,6 +36,23 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def compute_options(fn):
+    """`--threads N` for the commands that run tensors (torch.set_num_threads; default: torch's choice,
+    usually one per core). Times in the README say which they were measured with."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, threads: int | None = None, **kwargs):
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        return fn(*args, **kwargs)
+
+    return click.option("--threads", type=click.IntRange(min=1), envvar="ADAPTER_HUB_THREADS", metavar="N",
+                        help="CPU threads for tensor work (torch.set_num_threads); env ADAPTER_HUB_THREADS.")(wrapper)
+
+
 class Group(click.Group):
     """Turns every error into one line on stderr and exit status 1 (never a traceback)."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from adapter_hub.cli import Context, cli, pass_ctx
+from adapter_hub.cli import Context, cli, compute_options, pass_ctx
 from adapter_hub.cli.output import emit_json, table
 
 
@@ -23,16 +23,24 @@ def bench() -> None:
               help="Folder holding the config's named tasks (e.g. the CL_Benchmark folder).")
 @click.option("--device", help="auto, cpu or cuda (overrides the config).")
 @click.option("--no-resume", is_flag=True, help="Refuse to continue a run of the same name.")
+@click.option("--new-run", is_flag=True, help="Start a new run even if one of this name exists (named NAME-2, ...).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the report into this folder (new or empty) when the run is done.")
+@compute_options
 @pass_ctx
-def bench_run(ctx: Context, config_path: Path, name, data_root, device, no_resume, report_dir) -> None:
-    """Train every strategy of CONFIG (TOML) through its task sequence, evaluate after every task, store it all."""
-    from adapter_hub.bench import BenchConfig, run_bench
+def bench_run(ctx: Context, config_path: Path, name, data_root, device, no_resume, new_run, report_dir) -> None:
+    """Train every strategy of CONFIG (TOML) through its task sequence, evaluate after every task, store it all.
+
+    A run of the same name is resumed when its config is unchanged, refused (naming the changed
+    settings) when it is not. Example: adapter-hub bench run examples/tiny_benchmark.toml"""
+    from adapter_hub.bench import BenchConfig, free_run_name, run_bench
 
     config = BenchConfig.from_toml(config_path, data_root=str(data_root) if data_root else None, device=device)
-    run = run_bench(config, ctx.registry(create=True), name=name or config.name or config_path.stem, resume=not no_resume,
-                    echo=lambda m: click.echo(m, err=True))
+    reg = ctx.registry(create=True)
+    name = name or config.name or config_path.stem
+    if new_run:
+        name = free_run_name(reg, name)
+    run = run_bench(config, reg, name=name, resume=not no_resume, echo=lambda m: click.echo(m, err=True))
     _print_comparison([run])
     if report_dir is not None:
         from adapter_hub.report import write_report
@@ -133,6 +141,7 @@ def _print_comparison(runs) -> None:
 @click.option("--with-base", is_flag=True, help="Also score the bare base model.")
 @click.option("--record/--no-record", default=True, show_default=True, help="Store the results as evaluations.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@compute_options
 @pass_ctx
 def eval_cmd(ctx: Context, refs, specs, base_model, scorer, max_test, batch_size, device, with_base, record, as_json):
     """Score registry versions REF... on tasks: every version on every task, one routed pass per task."""

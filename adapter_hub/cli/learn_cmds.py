@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from adapter_hub.cli import cli, pass_ctx
+from adapter_hub.cli import cli, compute_options, pass_ctx
 
 # Kept in step with adapter_hub.continual.STRATEGIES by a test; listed here so `--help` needs no torch import.
 STRATEGY_NAMES = ["seq", "inc", "olora", "replay", "ewc", "per_task", "mtl", "merge"]
@@ -15,6 +15,7 @@ STRATEGY_NAMES = ["seq", "inc", "olora", "replay", "ewc", "per_task", "mtl", "me
               help="Base model; tiny-llama tells the same story in about a minute.")
 @click.option("--steps", default=24, show_default=True, help="Training steps per task.")
 @click.option("--out", default="demo-out", show_default=True, help="Folder for the report (and the registry).")
+@compute_options
 @pass_ctx
 def demo(ctx, base_model: str, steps: int, out: str) -> None:
     """Three tasks in sequence: seq forgets, replay remembers, per-task adapters merged with TIES; then a report.
@@ -47,6 +48,7 @@ def demo(ctx, base_model: str, steps: int, out: str) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True, help="Score the new task after training.")
+@compute_options
 @pass_ctx
 def train(ctx, base_model, task_name, data, strategy, from_ref, params, rank, alpha, lr, steps, epochs, batch_size,
           max_length, max_train, max_test, seed, device, evaluate) -> None:

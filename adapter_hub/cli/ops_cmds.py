@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from adapter_hub.cli import Context, cli, pass_ctx
+from adapter_hub.cli import Context, cli, compute_options, pass_ctx
 
 # Kept in step with adapter_hub.ops.METHODS by a test; listed here so `--help` needs no torch import.
 METHOD_NAMES = ["cat", "dare_linear", "dare_ties", "linear", "magnitude_prune", "task_arithmetic", "ties"]
@@ -80,6 +80,7 @@ def _weights(text: str | None, n: int) -> list[float] | None:
               help="Where masked methods run: each module's dense ΔW, or the small Core Space (fast).")
 @click.option("--allow-partial", is_flag=True, help="Adapters may target different modules (missing = zero).")
 @_output_options
+@compute_options
 @pass_ctx
 def merge(ctx: Context, refs, method, weights, density, lam, divisor, elect, seed, rank, energy, space, allow_partial,
           task, out, force, note) -> None:
@@ -105,6 +106,7 @@ def merge(ctx: Context, refs, method, weights, density, lam, divisor, elect, see
 @click.option("--energy", type=float, help="Reduce each module to keep this fraction of squared norm.")
 @click.option("--allow-partial", is_flag=True, help="Adapters may target different modules (missing = zero).")
 @_output_options
+@compute_options
 @pass_ctx
 def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, force, note) -> None:
     """Evaluate a linear EXPRESSION of adapters, e.g. "0.5*agnews:3 + 0.5*yelp@best - 0.2*toxic".
@@ -123,6 +125,7 @@ def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, fo
 @click.argument("ref")
 @click.argument("factor", type=float)
 @_output_options
+@compute_options
 @pass_ctx
 def scale(ctx: Context, ref, factor, task, out, force, note) -> None:
     """Multiply the adapter REF's ΔW by FACTOR (negative allowed: `scale a:1 -1` negates)."""
@@ -138,6 +141,7 @@ def scale(ctx: Context, ref, factor, task, out, force, note) -> None:
 @click.option("--energy", type=float, help="Keep this fraction of each module's squared Frobenius norm.")
 @click.option("--budget", type=int, help="Total parameter budget across modules (greedy, best value first).")
 @_output_options
+@compute_options
 @pass_ctx
 def reduce_rank(ctx: Context, ref, rank, energy, budget, task, out, force, note) -> None:
     """Compress the adapter REF to a lower rank: the optimal approximation, from its factors alone."""

@@ -266,8 +266,9 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     if files:
         table(["file", "sha256", "size"], [[p, b[:16], human_bytes(n)] for p, b, n in files])
     if evals:
-        table(["task", "metric", "value", "scorer", "dataset"],
-              [[e["task"], e["metric"], f"{e['value']:.4f}", e["scorer"], e["dataset"]] for e in evals])
+        table(["task", "metric", "value", "scorer", "dataset", "scored as"],
+              [[e["task"], e["metric"], f"{e['value']:.4f}", e["scorer"], e["dataset"], e["context"] or "alone"]
+               for e in evals])
 
 
 @cli.command()

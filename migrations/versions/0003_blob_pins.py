@@ -1,4 +1,5 @@
-"""Blob pins: registrations in flight pin the blobs they store, so gc and fsck --repair cannot delete them.
+"""Blob pins: registrations in flight pin the blobs they store, so gc and fsck --repair cannot delete them;
+and evaluation.context: how a version was used when it was scored (e.g. inside a routed per_task system).
 
 Revision ID: 0003
 Revises: 0002
@@ -27,7 +28,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_blob_pin_token", "blob_pin", ["token"])
     op.create_index("ix_blob_pin_blob", "blob_pin", ["blob"])
+    with op.batch_alter_table("evaluation") as batch:
+        batch.add_column(sa.Column("context", sa.String(256), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("evaluation") as batch:
+        batch.drop_column("context")
     op.drop_table("blob_pin")

@@ -78,6 +78,14 @@ def test_bench_run_then_report(tmp_path, config_file):
     seq_after_2 = results["strategies"]["seq"]["states"][1]
     recorded = {e["task"]: e["value"] for e in reg.evaluations(seq_after_2) if e["metric"] == "accuracy"}
     assert recorded == dict(zip(results["tasks"], results["strategies"]["seq"]["matrix"][1]))
+    # per_task: each adapter carries only the score it earned on its own task, marked as such — never
+    # the routed system's score on a task another adapter answered
+    per_task = results["strategies"]["per_task"]
+    for j, ref in enumerate(per_task["states"]):
+        evals = [e for e in reg.evaluations(ref) if e["metric"] == "accuracy"]
+        assert [(e["task"], e["value"]) for e in evals] == [(results["tasks"][j], per_task["matrix"][j][j])]
+        assert evals[0]["context"] == "per_task: the task's own adapter (task id given)"
+    assert all(e["context"] is None for e in reg.evaluations(seq_after_2))
     steps = reg.get_run("e2e").steps
     assert [(s.strategy, s.step, s.version) for s in steps if s.strategy == "seq"] == [
         ("seq", 1, results["strategies"]["seq"]["states"][0]), ("seq", 2, seq_after_2)]
@@ -122,6 +130,13 @@ def test_interrupted_run_resumes_to_the_same_matrix(tmp_path):
     assert resumed.results["strategies"]["seq"]["resumed_steps"] == 2
     assert resumed.results["strategies"]["per_task"]["resumed_steps"] == 1
     assert len(reg.versions("topic")) == len(Registry.open(tmp_path / "a").versions("topic"))  # nothing retrained twice
+    # the same name with an edited config is refused, naming what changed (not "already done" + old numbers)
+    edited = {**raw, "train": {**raw["train"], "steps": 5}, "max_test": 20}
+    with pytest.raises(ValueError, match=r"another config \(max_test: 48 -> 20; train.steps: 40 -> 5\).*--new-run"):
+        run_bench(BenchConfig.from_dict(edited), reg, echo=lambda m: None)
+    from adapter_hub.bench import free_run_name
+
+    assert free_run_name(reg, "r") == "r-2" and free_run_name(reg, "fresh") == "fresh"
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -108,3 +108,15 @@ def test_json_show_of_a_merge_lists_its_parents(setup):
     run("merge", "agnews", "yelp", "--task", "m")
     shown = json.loads(run("show", "m:1", "--json").output)
     assert sorted(p["parent"] for p in shown["parents"]) == ["agnews:1", "yelp:1"]
+
+
+def test_threads_option_sets_torch_threads(setup):
+    reg, run = setup
+    before = torch.get_num_threads()
+    try:
+        assert run("scale", "agnews", "2", "--task", "doubled", "--threads", "1").output.strip() == "doubled:1"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    result = run("scale", "agnews", "2", "--task", "x", "--threads", "0", ok=False)
+    assert result.exit_code != 0 and "--threads" in result.output

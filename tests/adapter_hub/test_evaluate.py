@@ -188,3 +188,35 @@ def test_an_incompatible_state_raises_its_own_error_and_leaves_the_model_clean(t
     with pytest.raises(IncompatibleAdaptersError):
         evaluate_states(model, tokenizer, [task], {"good": good, "foreign": foreign})
     assert list_adapters(model) == []
+
+
+def test_rows_per_forward_are_capped_and_predictions_unchanged(tiny_model, tokenizer):
+    model = tiny_model()
+    states = {**_adapters(model, 5), "base": None}
+    task = load_task("builtin:topic", max_test=24)
+    rows = []
+    handle = model.register_forward_pre_hook(lambda m, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    decoder = getattr(model, "base_model")
+    handle2 = decoder.register_forward_pre_hook(lambda m, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
+                                                with_kwargs=True)
+    capped = evaluate_states(model, tokenizer, [task], states, EvalConfig(batch_size=16, max_rows=13))
+    handle.remove()
+    handle2.remove()
+    assert rows and max(rows) <= 13  # 6 states: 2 examples (12 rows) per forward instead of 16 (96 rows)
+    free = evaluate_states(model, tokenizer, [task], states, EvalConfig(batch_size=16))
+    for label in states:
+        assert capped[label]["topic"].predictions == free[label]["topic"].predictions
+
+
+def test_scored_logits_are_fp32_under_bf16_autocast(tiny_model):
+    from adapter_hub.evaluate import head_fp32
+    from adapter_hub.models import decoder_and_head
+
+    _, head = decoder_and_head(tiny_model())
+    hidden = torch.randn(5, head.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head_fp32(head, hidden)
+        in_bf16 = head(hidden)
+    assert logits.dtype == torch.float32 and in_bf16.dtype == torch.bfloat16  # autocast really was on
+    torch.testing.assert_close(logits, hidden @ head.weight.T, atol=1e-6, rtol=1e-6)
