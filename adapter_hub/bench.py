@@ -45,11 +45,14 @@ class BenchConfig:
     max_test: int | None = None
     seed: int = 0
     device: str = "auto"
+    dtype: str = "auto"  # the base model's: bf16 on a CUDA device that supports it, else fp32 (models.resolve_dtype)
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {self.dtype!r}")
         for key in ("max_train", "max_test"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -155,7 +158,7 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
     from adapter_hub.continual.runner import run_sequence
     from adapter_hub.evaluate import evaluate_states
     from adapter_hub.metrics import summarize
-    from adapter_hub.models import load_base_model, load_tokenizer
+    from adapter_hub.models import dtype_name, load_base_model, load_tokenizer, resolve_dtype
     from adapter_hub.train import resolve_device
     from registry.errors import RefError
 
@@ -184,10 +187,12 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
     else:
         registry.create_run(name, config.to_dict())
     device = resolve_device(config.device)
-    model = load_base_model(config.base_model, device=device)
+    dtype = resolve_dtype(config.dtype, device)
+    model = load_base_model(config.base_model, device=device, dtype=dtype)
     tokenizer = load_tokenizer(config.base_model)
     cl = ContinualConfig(config.lora, config.train, config.seed)
-    results: dict[str, Any] = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, "strategies": {}}
+    results: dict[str, Any] = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, "strategies": {},
+                               "device": str(device), "dtype": dtype_name(dtype)}
     states: dict[str, Any] = {"base": None}
     try:
         for spec in config.strategies:

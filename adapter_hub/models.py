@@ -55,10 +55,35 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("adapter-hub"))
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_dtype(setting: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype:
+    """The base model's dtype from a setting: "auto" = bf16 on a CUDA device that supports it (the
+    frozen base then needs no per-forward cast under autocast, and half the memory), else fp32;
+    "bf16" / "fp16" / "fp32" as named. LoRA factors and optimizer state stay fp32 whatever this says."""
+    if isinstance(setting, torch.dtype):
+        return setting
+    setting = setting or "auto"
+    if setting == "auto":
+        on_cuda = torch.device(device).type == "cuda"
+        return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
+    if setting not in DTYPES:
+        raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got {setting!r}")
+    return DTYPES[setting]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return next(name for name, d in DTYPES.items() if d == dtype)
+
+
 def load_base_model(
-    name_or_path: str, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+    name_or_path: str, *, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu"
 ) -> nn.Module:
-    """A causal LM ready for `attach`, in eval mode, on `device` (fp32 unless `dtype` says otherwise)."""
+    """A causal LM ready for `attach`, in eval mode, on `device`, in `dtype` (a torch dtype or a
+    resolve_dtype setting; None = fp32)."""
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(dtype, device)
     if name_or_path in TINY_CONFIGS:
         model = _tiny_model(name_or_path)
     elif name_or_path == SMOLLM2:

@@ -108,6 +108,29 @@ def _mtime_or_none(path: Path) -> float | None:
         return None
 
 
+def _copy_hashed(source: str | os.PathLike, temp: tuple[int, str], progress: Progress | None, *,
+                 durable: bool) -> Staged:
+    """Copy `source` (never through a symlink) into the open temp file (fd, name), hashing on the way;
+    fsynced when `durable`. The temp file is removed if anything fails."""
+    fd, tmp_name = temp
+    h, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out, open_regular(source) as src:
+            while chunk := src.read(CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(len(chunk))
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return Staged(tmp_name, h.hexdigest(), size)
+
+
 def sha256_file(path: str | os.PathLike, progress: Progress | None = None) -> tuple[str, int]:
     h, size = hashlib.sha256(), 0
     with open_regular(path) as fh:
@@ -167,22 +190,8 @@ class BlobStore:
     def stage(self, source: str | os.PathLike, progress: Progress | None = None) -> Staged:
         """Copy `source` into the store's temp area (durable, hashed); nothing is visible yet."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        h, size = hashlib.sha256(), 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix=writer_prefix("put"))
-        try:
-            with os.fdopen(fd, "wb") as out, open_regular(source) as src:
-                while chunk := src.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                    if progress:
-                        progress(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return Staged(tmp_name, h.hexdigest(), size)
+        return _copy_hashed(source, tempfile.mkstemp(dir=self.tmp_dir, prefix=writer_prefix("put")), progress,
+                            durable=True)
 
     def commit(self, staged: Staged) -> bool:
         """Move a staged file to its address. True when this call created the blob.
@@ -305,20 +314,8 @@ class FsspecBlobStore(BlobStore):
 
     def stage(self, source, progress=None):
         """A local hashed copy (the upload happens in `commit`, after the caller has pinned the digest)."""
-        fd, tmp_name = tempfile.mkstemp(prefix="adapter-hub-stage-")
-        h, size = hashlib.sha256(), 0
-        try:
-            with os.fdopen(fd, "wb") as out, open_regular(source) as src:
-                while chunk := src.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                    if progress:
-                        progress(len(chunk))
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return Staged(tmp_name, h.hexdigest(), size)
+        return _copy_hashed(source, tempfile.mkstemp(prefix="adapter-hub-stage-"), progress, durable=False)
+
     def commit(self, staged):
         key = self._key(staged.digest)
         try:

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# One-shot CUDA check for a lent GPU machine: the tests marked `gpu` and the GPU benchmarks.
-# Nothing can be installed there, so it uses that machine's python3 (which holds torch, transformers
-# and peft) with this checkout on PYTHONPATH, and runs only the tensor-side tests.
+# One-shot CUDA check for a lent GPU machine: the tests marked `gpu` and the GPU benchmarks, then a
+# one-screen summary. Nothing can be installed there, so it uses that machine's python3 (which holds
+# torch, transformers and peft) with this checkout on PYTHONPATH, and runs only the tensor-side tests.
+# The gpu tests cover: routing, merge/unmerge, arithmetic, training under bf16 autocast, a bf16 base
+# end to end (train, merge, score), the loglik and generate scorers against CPU, routed evaluation,
+# moving a model with adapters between devices, EWC and O-LoRA. Budget: under 8 minutes on one GPU.
 # Logs and JSON results go to $OUT (on the device tool) or ./gpu-check-out.
 #   run:  scripts/gpu_check.sh            (on this project's device tool: command "bash scripts/gpu_check.sh")
 set -uo pipefail
@@ -10,13 +13,24 @@ out=${OUT:-gpu-check-out}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device here'; \
-print(torch.cuda.get_device_name(0), 'torch', torch.__version__)" || exit 2
+print(torch.cuda.get_device_name(0), 'torch', torch.__version__, 'bf16', torch.cuda.is_bf16_supported())" || exit 2
 status=0
-python3 -m pytest -q -m gpu tests/adapter_hub/test_gpu.py -p no:cacheprovider 2>&1 | tee "$out/gpu_tests.log" || status=1
-python3 benchmarks/bench_eval.py --device cuda --json "$out/eval_cuda.json" 2>&1 | tee "$out/bench_eval.log" || status=1
-python3 benchmarks/bench_eval.py --device cuda --batch-size 8 --json "$out/eval_cuda_bs8.json" 2>&1 \
-    | tee "$out/bench_eval_bs8.log" || status=1
-python3 benchmarks/bench_lora.py --device cuda --batch 8 --seq 128 --json "$out/lora_cuda.json" 2>&1 \
-    | tee "$out/bench_lora.log" || status=1
+summary=()
+step() {  # step NAME LOG COMMAND...: run, tee the log, remember the outcome and the time
+    local name=$1 log=$2 start=$SECONDS
+    shift 2
+    if "$@" 2>&1 | tee "$out/$log"; then summary+=("ok    $name ($((SECONDS - start)) s)")
+    else summary+=("FAIL  $name ($((SECONDS - start)) s, see $log)"); status=1; fi
+}
+step "gpu tests" gpu_tests.log python3 -m pytest -q -m gpu tests/adapter_hub/test_gpu.py -p no:cacheprovider -rA
+step "eval bench bs32" bench_eval.log python3 benchmarks/bench_eval.py --device cuda --json "$out/eval_cuda.json"
+step "eval bench bs8" bench_eval_bs8.log python3 benchmarks/bench_eval.py --device cuda --batch-size 8 \
+    --json "$out/eval_cuda_bs8.json"
+step "lora bench" bench_lora.log python3 benchmarks/bench_lora.py --device cuda --batch 8 --seq 128 \
+    --json "$out/lora_cuda.json"
+echo
+echo "==== gpu_check summary ===="
+grep -E "^(PASSED|FAILED|ERROR|SKIPPED)" "$out/gpu_tests.log" | sed 's/^/  /' | head -40
+printf '%s\n' "${summary[@]}"
 echo "gpu_check exit status: $status"
 exit $status

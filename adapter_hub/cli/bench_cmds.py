@@ -22,20 +22,23 @@ def bench() -> None:
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
               help="Folder holding the config's named tasks (e.g. the CL_Benchmark folder).")
 @click.option("--device", help="auto, cpu or cuda (overrides the config).")
+@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Base model dtype (overrides the "
+              "config; auto = bf16 on a CUDA device that supports it, else fp32).")
 @click.option("--no-resume", is_flag=True, help="Refuse to continue a run of the same name.")
 @click.option("--new-run", is_flag=True, help="Start a new run even if one of this name exists (named NAME-2, ...).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the report into this folder (new or empty) when the run is done.")
 @compute_options
 @pass_ctx
-def bench_run(ctx: Context, config_path: Path, name, data_root, device, no_resume, new_run, report_dir) -> None:
+def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, no_resume, new_run, report_dir) -> None:
     """Train every strategy of CONFIG (TOML) through its task sequence, evaluate after every task, store it all.
 
     A run of the same name is resumed when its config is unchanged, refused (naming the changed
     settings) when it is not. Example: adapter-hub bench run examples/tiny_benchmark.toml"""
     from adapter_hub.bench import BenchConfig, free_run_name, run_bench
 
-    config = BenchConfig.from_toml(config_path, data_root=str(data_root) if data_root else None, device=device)
+    config = BenchConfig.from_toml(config_path, data_root=str(data_root) if data_root else None, device=device,
+                                   dtype=dtype)
     reg = ctx.registry(create=True)
     name = name or config.name or config_path.stem
     if new_run:
@@ -137,13 +140,16 @@ def _print_comparison(runs) -> None:
 @click.option("--scorer", type=click.Choice(["loglik", "generate"]), default="loglik", show_default=True)
 @click.option("--max-test", type=int, help="Score at most this many test examples per task (seeded sample).")
 @click.option("--batch-size", default=32, show_default=True, help="Examples per forward.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Base model dtype: auto = bf16 on a CUDA device that supports it, else fp32.")
 @click.option("--with-base", is_flag=True, help="Also score the bare base model.")
 @click.option("--record/--no-record", default=True, show_default=True, help="Store the results as evaluations.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @compute_options
 @pass_ctx
-def eval_cmd(ctx: Context, refs, specs, base_model, scorer, max_test, batch_size, device, with_base, record, as_json):
+def eval_cmd(ctx: Context, refs, specs, base_model, scorer, max_test, batch_size, device, dtype, with_base, record,
+             as_json):
     """Score registry versions REF... on tasks: every version on every task, one routed pass per task."""
     from adapter_hub.data import load_tasks
     from adapter_hub.evaluate import EvalConfig, evaluate_states
@@ -159,7 +165,7 @@ def eval_cmd(ctx: Context, refs, specs, base_model, scorer, max_test, batch_size
         raise click.UsageError("the versions record no base model; pass --base-model")
     adapters = {v.ref: reg.load(v.ref) for v in versions}
     states = {**adapters, **({"base": None} if with_base else {})}
-    model = load_base_model(base_model, device=resolve_device(device))
+    model = load_base_model(base_model, device=resolve_device(device), dtype=dtype)
     scores = evaluate_states(model, load_tokenizer(base_model), tasks, states,
                              EvalConfig(scorer=scorer, batch_size=batch_size))
     if record:

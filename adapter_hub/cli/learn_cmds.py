@@ -47,11 +47,13 @@ def demo(ctx, base_model: str, steps: int, out: str) -> None:
 @click.option("--max-test", type=int, help="Use at most this many test examples (seeded sample).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Base model dtype: auto = bf16 on a CUDA device that supports it, else fp32 (LoRA stays fp32).")
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True, help="Score the new task after training.")
 @compute_options
 @pass_ctx
 def train(ctx, base_model, task_name, data, strategy, from_ref, params, rank, alpha, lr, steps, epochs, batch_size,
-          max_length, max_train, max_test, seed, device, evaluate) -> None:
+          max_length, max_train, max_test, seed, device, dtype, evaluate) -> None:
     """Train on one task with a continual-learning strategy and register the result; prints its reference."""
     import time
 
@@ -82,7 +84,7 @@ def train(ctx, base_model, task_name, data, strategy, from_ref, params, rank, al
     config = ContinualConfig(LoraConfig(r=rank, alpha=alpha),
                              TrainConfig(lr=lr, steps=steps, epochs=epochs, batch_size=batch_size,
                                          max_length=max_length, seed=seed), seed=seed)
-    model = load_base_model(base_model, device=resolve_device(device))
+    model = load_base_model(base_model, device=resolve_device(device), dtype=dtype)
     tokenizer = load_tokenizer(base_model)
     run = f"train-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_sequence(strategy, model, tokenizer, [*history, task], config, params=extra, registry=reg, run=run,

@@ -88,6 +88,7 @@ def _register(registry, run: str, strat, result: StepResult, refs: list[str | No
         "sequence": [t.name for t in tasks], "history": history, "data": task.source, "dataset": task.fingerprint(),
         "lora": config.lora.to_dict(), "train": config.train.to_dict(), "seed": config.seed,
         "loss": result.train.summary() if result.train else None, "info": result.info,
+        "base_dtype": str(next(strat.model.parameters()).dtype).removeprefix("torch."),
     }
     for component in result.components:  # registered first, so the merged state's lineage names them
         version = registry.register(component, task=task.name, metadata={**metadata, "role": "component"},

@@ -57,6 +57,7 @@ def test_bench_run_then_report(tmp_path, config_file):
     assert info.status == "done"
     results = info.results
     assert results["tasks"] == ["topic", "sentiment"] and len(results["base"]) == 2
+    assert results["device"] == "cpu" and results["dtype"] == "fp32"  # auto on CPU: fp32, recorded with the run
     for label in ("seq", "per_task", "mtl"):
         entry = results["strategies"][label]
         R = entry["matrix"]
@@ -150,6 +151,7 @@ def test_interrupted_run_resumes_to_the_same_matrix(tmp_path):
      r"\[train\] steps must be an integer or unset, got 'ten'"),
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "max_train": -1}, "max_train must be >= 1"),
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "seed": 1.5}, "seed must be an integer"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "dtype": "int8"}, "dtype must be auto, fp32"),
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "eval": {"scorer": "vibes"}},
      r"\[eval\] scorer must be one of 'loglik', 'generate'"),
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "ewc", "lam": "big"}]}, "ewc parameter lam must be a finite"),

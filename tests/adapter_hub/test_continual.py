@@ -269,6 +269,7 @@ def test_every_state_is_registered_with_lineage_and_metadata(tiny_model, tokeniz
     assert second.metadata["strategy"] == "seq" and second.metadata["sequence"] == ["sentiment", "sentiment_flip"]
     assert second.metadata["loss"]["steps"] == 20 and len(second.metadata["loss"]["curve"]) == 10
     assert second.base_model == "tiny-llama" and second.metadata["lora"]["r"] == 8
+    assert second.metadata["base_dtype"] == "float32"
     assert [(e.parent, e.kind) for e in reg.lineage("sentiment_flip:1")] == [("sentiment:1", "trained_from")]
 
     merged = run_sequence("merge", tiny_model(), tokenizer, conflict, config(steps=20), registry=reg, run="m")

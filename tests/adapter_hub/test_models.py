@@ -37,3 +37,14 @@ def test_a_local_folder_loads_without_the_network(tmp_path, monkeypatch):
     monkeypatch.setattr("socket.create_connection", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network")))
     loaded = models.load_base_model(str(tmp_path / "m"))
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_dtype_settings():
+    import torch
+
+    assert models.resolve_dtype("auto", "cpu") == torch.float32  # bf16 only on a CUDA device that supports it
+    assert models.resolve_dtype("bf16", "cpu") == torch.bfloat16 and models.resolve_dtype("fp16") == torch.float16
+    with pytest.raises(ValueError, match="dtype must be auto"):
+        models.resolve_dtype("int8")
+    model = models.load_base_model("tiny-llama", dtype="bf16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}

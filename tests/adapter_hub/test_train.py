@@ -64,7 +64,8 @@ def test_accumulation_gives_the_full_batch_gradient(tiny_model, tokenizer):
     whole = grads([examples])
     for split in ([examples[:2], examples[2:]], [examples[:5], examples[5:7], examples[7:]]):
         for g, ref in zip(grads(split), whole):
-            torch.testing.assert_close(g, ref, atol=1e-7, rtol=1e-5)
+            torch.testing.assert_close(g, ref, atol=1e-6, rtol=1e-4)  # fp32 summation order; equal weights per
+            # micro-batch would be off by far more (the splits' token counts differ)
 
 
 def test_a_non_finite_loss_leaves_the_adapter_as_after_the_last_good_step(tiny_model, tokenizer):
