@@ -56,7 +56,10 @@ def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, n
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
 def bench_list(ctx: Context, as_json: bool) -> None:
-    """List benchmark runs."""
+    """List benchmark runs.
+
+    Example: adapter-hub bench list --json
+    """
     runs = ctx.registry().list_runs()
     if as_json:
         emit_json([{"name": r.name, "status": r.status, "created_at": r.created_at.isoformat(),
@@ -74,7 +77,10 @@ def bench_list(ctx: Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @pass_ctx
 def bench_show(ctx: Context, run: str, as_json: bool) -> None:
-    """Show one run: per strategy, the accuracy matrix and its metrics."""
+    """Show one run: per strategy, the accuracy matrix and its metrics.
+
+    Example: adapter-hub bench show builtin-quick
+    """
     from adapter_hub.report import fmt
 
     info = ctx.registry().get_run(run)
@@ -100,7 +106,10 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
 def bench_compare(ctx: Context, runs: tuple[str, ...], as_json: bool) -> None:
-    """Strategies side by side (ACC, BWT, FWT, forgetting, intransigence, time) across one or more runs."""
+    """Strategies side by side (ACC, BWT, FWT, forgetting, intransigence, time) across one or more runs.
+
+    Example: adapter-hub bench compare builtin-quick my-other-run
+    """
     reg = ctx.registry()
     infos = [reg.get_run(r) for r in runs]
     if as_json:
@@ -137,7 +146,8 @@ def _print_comparison(runs) -> None:
 @click.option("--data", "specs", multiple=True, required=True, metavar="SPEC",
               help="A task to score on: folder, builtin:NAME or hf:ID (repeatable).")
 @click.option("--base-model", help="Base model (default: the first version's recorded base model).")
-@click.option("--scorer", type=click.Choice(["loglik", "generate"]), default="loglik", show_default=True)
+@click.option("--scorer", type=click.Choice(["loglik", "generate"]), default="loglik", show_default=True,
+              help="loglik: rank the labels by likelihood; generate: greedy decoding, exact match.")
 @click.option("--max-test", type=int, help="Score at most this many test examples per task (seeded sample).")
 @click.option("--batch-size", default=32, show_default=True, help="Examples per forward.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -150,7 +160,10 @@ def _print_comparison(runs) -> None:
 @pass_ctx
 def eval_cmd(ctx: Context, refs, specs, base_model, scorer, max_test, batch_size, device, dtype, with_base, record,
              as_json):
-    """Score registry versions REF... on tasks: every version on every task, one routed pass per task."""
+    """Score registry versions REF... on tasks: every version on every task, one routed pass per task.
+
+    Example: adapter-hub eval topic:1 sentiment --data builtin:topic --data builtin:sentiment
+    """
     from adapter_hub.data import load_tasks
     from adapter_hub.evaluate import EvalConfig, evaluate_states
     from adapter_hub.models import load_base_model, load_tokenizer

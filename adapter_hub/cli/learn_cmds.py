@@ -21,6 +21,8 @@ def demo(ctx, base_model: str, steps: int, out: str) -> None:
     """Three tasks in sequence: seq forgets, replay remembers, per-task adapters merged with TIES; then a report.
 
     Every state is registered (in OUT/registry unless --registry or ADAPTER_HUB_REGISTRY says otherwise).
+
+    Example: adapter-hub demo --base-model tiny-llama --out /tmp/demo
     """
     from adapter_hub.demo import DemoConfig, run_demo
 
@@ -41,11 +43,11 @@ def demo(ctx, base_model: str, steps: int, out: str) -> None:
 @click.option("--lr", default=5e-4, show_default=True, help="Learning rate.")
 @click.option("--steps", type=int, help="Optimizer steps (overrides --epochs).")
 @click.option("--epochs", default=1.0, show_default=True, help="Passes over the training data.")
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", default=8, show_default=True, help="Examples per micro-batch.")
 @click.option("--max-length", default=256, show_default=True, help="Tokens per example (inputs cut from the left).")
 @click.option("--max-train", type=int, help="Use at most this many training examples (seeded sample).")
 @click.option("--max-test", type=int, help="Use at most this many test examples (seeded sample).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed for data order, init and sampling (same seed, same adapter on CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="Base model dtype: auto = bf16 on a CUDA device that supports it, else fp32 (LoRA stays fp32).")
@@ -54,7 +56,10 @@ def demo(ctx, base_model: str, steps: int, out: str) -> None:
 @pass_ctx
 def train(ctx, base_model, task_name, data, strategy, from_ref, params, rank, alpha, lr, steps, epochs, batch_size,
           max_length, max_train, max_test, seed, device, dtype, evaluate) -> None:
-    """Train on one task with a continual-learning strategy and register the result; prints its reference."""
+    """Train on one task with a continual-learning strategy and register the result; prints its reference.
+
+    Example: adapter-hub train --base-model tiny-llama --task topic --data builtin:topic --steps 20
+    """
     import time
 
     from adapter_hub import LoraConfig

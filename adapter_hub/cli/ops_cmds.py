@@ -64,7 +64,8 @@ def _weights(text: str | None, n: int) -> list[float] | None:
 
 @cli.command()
 @click.argument("refs", nargs=-1, required=True)
-@click.option("--method", default="linear", show_default=True, type=click.Choice(METHOD_NAMES))
+@click.option("--method", default="linear", show_default=True, type=click.Choice(METHOD_NAMES),
+              help="Merge method (see the README's table; each takes only its own options).")
 @click.option("--weights", metavar="W1,W2,...", help="One weight per REF (default 1 each).")
 @click.option("--density", type=float, help="Fraction of entries kept (ties, dare_*, magnitude_prune).")
 @click.option("--lambda", "lam", type=float, help="Scale of the merged task vector (task_arithmetic, ties, dare_*, "
@@ -112,6 +113,8 @@ def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, fo
     """Evaluate a linear EXPRESSION of adapters, e.g. "0.5*agnews:3 + 0.5*yelp@best - 0.2*toxic".
 
     Names may contain '-': write a space before a minus that subtracts (`a - b`).
+
+    Example: adapter-hub compose "0.5*topic:1 + 0.5*sentiment - 0.2*topic@best" --rank 8 --task composed
     """
     _require_destination(task, out, force)
     from adapter_hub.ops.compose import compose as run_compose, parse
@@ -128,7 +131,10 @@ def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, fo
 @compute_options
 @pass_ctx
 def scale(ctx: Context, ref, factor, task, out, force, note) -> None:
-    """Multiply the adapter REF's ΔW by FACTOR (negative allowed: `scale a:1 -1` negates)."""
+    """Multiply the adapter REF's ΔW by FACTOR (negative allowed: `scale a:1 -1` negates).
+
+    Example: adapter-hub scale topic:1 -1 --task anti-topic
+    """
     _require_destination(task, out, force)
     from adapter_hub import ops
 
@@ -144,7 +150,10 @@ def scale(ctx: Context, ref, factor, task, out, force, note) -> None:
 @compute_options
 @pass_ctx
 def reduce_rank(ctx: Context, ref, rank, energy, budget, task, out, force, note) -> None:
-    """Compress the adapter REF to a lower rank: the optimal approximation, from its factors alone."""
+    """Compress the adapter REF to a lower rank: the optimal approximation, from its factors alone.
+
+    Example: adapter-hub reduce-rank merged --energy 0.99 --task merged-small
+    """
     _require_destination(task, out, force)
     from adapter_hub import ops
 

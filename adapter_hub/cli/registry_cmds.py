@@ -42,7 +42,10 @@ VERSION_COLUMNS = ["ref", "digest", "base model", "r", "alpha", "size", "created
 @cli.command()
 @pass_ctx
 def init(ctx: Context) -> None:
-    """Create the registry (or check an existing one) and print where it lives."""
+    """Create the registry (or check an existing one) and print where it lives.
+
+    Example: adapter-hub --registry ~/adapters init
+    """
     from registry.db import current_revision
 
     reg = ctx.registry(create=True)
@@ -57,7 +60,10 @@ def db() -> None:
 @db.command("upgrade")
 @pass_ctx
 def db_upgrade(ctx: Context) -> None:
-    """Migrate the registry database to this version's schema (Alembic `upgrade head`)."""
+    """Migrate the registry database to this version's schema (Alembic `upgrade head`).
+
+    Example: adapter-hub db upgrade
+    """
     reg = ctx.registry(create=True, check=False)
     click.echo(f"schema at {reg.upgrade()}")
 
@@ -65,7 +71,10 @@ def db_upgrade(ctx: Context) -> None:
 @db.command("current")
 @pass_ctx
 def db_current(ctx: Context) -> None:
-    """Print the database's schema revision and the one this adapter-hub needs."""
+    """Print the database's schema revision and the one this adapter-hub needs.
+
+    Example: adapter-hub db current
+    """
     from registry.db import HEAD_REVISION, current_revision
 
     reg = ctx.registry(create=False, check=False)
@@ -89,7 +98,10 @@ def db_current(ctx: Context) -> None:
 def register(ctx: Context, path: Path, task: str, metadata_json: str | None, meta_pairs: tuple[str, ...],
              tag_pairs: tuple[str, ...], parents: tuple[str, ...], note: str | None, allow_duplicate: bool,
              allow_bin: bool) -> None:
-    """Register the adapter folder PATH as the next version of --task; prints its reference."""
+    """Register the adapter folder PATH as the next version of --task; prints its reference.
+
+    Example: adapter-hub register out/topic --task topic --tag stage=dev --meta lr=0.001
+    """
     metadata = {}
     if metadata_json:
         try:
@@ -119,7 +131,10 @@ def register(ctx: Context, path: Path, task: str, metadata_json: str | None, met
 @click.argument("name")
 @pass_ctx
 def alias(ctx: Context, ref: str, name: str) -> None:
-    """Point TASK@NAME at the version REF (moves the alias if it exists)."""
+    """Point TASK@NAME at the version REF (moves the alias if it exists).
+
+    Example: adapter-hub alias topic:2 best
+    """
     version = ctx.registry().alias(ref, name)
     click.echo(f"{version.task}@{name} -> {version.ref}")
 
@@ -129,7 +144,10 @@ def alias(ctx: Context, ref: str, name: str) -> None:
 @click.argument("name")
 @pass_ctx
 def unalias(ctx: Context, task: str, name: str) -> None:
-    """Remove the alias TASK@NAME."""
+    """Remove the alias TASK@NAME.
+
+    Example: adapter-hub unalias topic best
+    """
     ctx.registry().unalias(task, name)
     click.echo(f"removed {task}@{name}")
 
@@ -139,7 +157,10 @@ def unalias(ctx: Context, task: str, name: str) -> None:
 @click.argument("pair", metavar="KEY=VALUE")
 @pass_ctx
 def tag(ctx: Context, ref: str, pair: str) -> None:
-    """Set a tag on a version."""
+    """Set a tag on a version.
+
+    Example: adapter-hub tag topic:2 stage=prod
+    """
     (key, value), = _kv_pairs((pair,), "KEY=VALUE").items()
     version = ctx.registry().tag(ref, key, value)
     click.echo(f"{version.ref} {key}={value}")
@@ -149,7 +170,10 @@ def tag(ctx: Context, ref: str, pair: str) -> None:
 @click.argument("ref")
 @pass_ctx
 def delete(ctx: Context, ref: str) -> None:
-    """Soft-delete a version: its number is never reused; `gc` frees its blobs."""
+    """Soft-delete a version: its number is never reused; `gc` frees its blobs.
+
+    Example: adapter-hub delete topic:1
+    """
     version = ctx.registry().delete(ref)
     click.echo(f"deleted {version.ref}")
 
@@ -162,7 +186,10 @@ def delete(ctx: Context, ref: str) -> None:
 def export_cmd(ctx: Context, ref: str, dest: Path, force: bool) -> None:
     """Write version REF as a PEFT folder DEST (each file verified against its sha256).
 
-    DEST must be new or empty unless --force; it appears whole or not at all."""
+    DEST must be new or empty unless --force; it appears whole or not at all.
+
+    Example: adapter-hub export topic:1 out/topic-v1
+    """
     reg = ctx.registry()
     total = sum(size for _, _, size in reg.files(ref))
     with byte_progress(total, "exporting") as progress:
@@ -181,7 +208,10 @@ def export_cmd(ctx: Context, ref: str, dest: Path, force: bool) -> None:
 @click.option("--note", help="A one-line note (default: the exported one).")
 @pass_ctx
 def import_cmd(ctx: Context, path: Path, task: str, note: str | None) -> None:
-    """Register an exported (or any PEFT) folder, keeping its metadata and an `imported` lineage edge."""
+    """Register an exported (or any PEFT) folder, keeping its metadata and an `imported` lineage edge.
+
+    Example: adapter-hub import out/topic-v1 --task topic-copy
+    """
     click.echo(ctx.registry(create=True).import_folder(path, task=task, note=note).ref)
 
 
@@ -192,7 +222,10 @@ def import_cmd(ctx: Context, path: Path, task: str, note: str | None) -> None:
 @json_option
 @pass_ctx
 def list_cmd(ctx: Context, as_json: bool) -> None:
-    """List tasks with their live version count, latest version and aliases."""
+    """List tasks with their live version count, latest version and aliases.
+
+    Example: adapter-hub list --json
+    """
     rows = ctx.registry().tasks()
     if as_json:
         emit_json(rows)
@@ -210,7 +243,10 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def versions(ctx: Context, task: str, include_deleted: bool, as_json: bool) -> None:
-    """List the versions of TASK."""
+    """List the versions of TASK.
+
+    Example: adapter-hub versions topic --all
+    """
     found = ctx.registry().versions(task, include_deleted=include_deleted)
     if as_json:
         emit_json([v.to_dict() for v in found])
@@ -230,7 +266,10 @@ def versions(ctx: Context, task: str, include_deleted: bool, as_json: bool) -> N
 @json_option
 @pass_ctx
 def search(ctx: Context, task, base_model, tag_pairs, alias, metrics, since, include_deleted, as_json) -> None:
-    """Find versions by task, base model, tags, alias, evaluation results and date."""
+    """Find versions by task, base model, tags, alias, evaluation results and date.
+
+    Example: adapter-hub search --tag stage=dev --metric 'topic/accuracy>=0.8'
+    """
     found = ctx.registry().search(task=task, base_model=base_model, tag=_kv_pairs(tag_pairs, "--tag"), alias=alias,
                                   metrics=list(metrics), include_deleted=include_deleted,
                                   since=since.replace(tzinfo=timezone.utc) if since else None)
@@ -245,7 +284,10 @@ def search(ctx: Context, task, base_model, tag_pairs, alias, metrics, since, inc
 @json_option
 @pass_ctx
 def show(ctx: Context, ref: str, as_json: bool) -> None:
-    """Show one version: identity, metadata, tags, aliases, files, parents, evaluations."""
+    """Show one version: identity, metadata, tags, aliases, files, parents, evaluations.
+
+    Example: adapter-hub show topic@best
+    """
     reg = ctx.registry()
     v = reg.get(ref, include_deleted=True)
     files = reg.files(v.ref) if not v.deleted else []
@@ -279,7 +321,10 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def lineage(ctx: Context, ref: str, direction: str | None, depth: int | None, as_json: bool) -> None:
-    """Show where a version came from (default) or what was made from it (--down)."""
+    """Show where a version came from (default) or what was made from it (--down).
+
+    Example: adapter-hub lineage topic:2 --both
+    """
     edges = ctx.registry().lineage(ref, direction or "up", depth)
     if as_json:
         emit_json([e.to_dict() for e in edges])
@@ -322,7 +367,10 @@ def gc(ctx: Context, grace: float, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def fsck(ctx: Context, repair: bool, as_json: bool) -> None:
-    """Verify every live version's blobs; exits 1 if any are missing or corrupt."""
+    """Verify every live version's blobs; exits 1 if any are missing or corrupt.
+
+    Example: adapter-hub fsck --repair
+    """
     report = ctx.registry().fsck(repair=repair)
     if as_json:
         emit_json(report.to_dict())

@@ -107,6 +107,12 @@ def _all_commands(group: click.Group, prefix=()):
 def test_help_on_every_command(path):
     result = CliRunner().invoke(cli, [*path, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output, result.output
+    command = cli
+    for name in path:
+        command = command.commands[name]
+    if not isinstance(command, click.Group):  # every command shows an example; every option says what it is
+        assert "Example: adapter-hub " in result.output, path
+        assert [p.name for p in command.params if isinstance(p, click.Option) and not p.help] == [], path
 
 
 def test_list_and_show_never_import_torch(tmp_path):
