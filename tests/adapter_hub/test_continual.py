@@ -197,10 +197,10 @@ def _tasks(n_tasks=3, size=100):
 
 
 def test_balanced_replay_keeps_equal_shares():
-    buffer = ReplayBuffer(memory=30, sampling="balanced", seed=0)
+    buffer = ReplayBuffer("balanced", seed=0, memory=30)
     expected = [{"t0": 30}, {"t0": 15, "t1": 15}, {"t0": 10, "t1": 10, "t2": 10}]
     for task, counts in zip(_tasks(), expected):
-        buffer.add_task(task)
+        buffer.update(task)
         assert buffer.counts() == counts
         assert len({ex.text for _, ex in buffer.items}) == sum(counts.values())  # no duplicates
         assert all(ex.text.startswith(t.name) for t, ex in buffer.items)
@@ -210,9 +210,9 @@ def test_reservoir_replay_is_uniform_over_the_stream():
     shares, inclusion = {"t0": 0, "t1": 0, "t2": 0}, {}
     seeds = 300
     for seed in range(seeds):
-        buffer = ReplayBuffer(memory=30, sampling="reservoir", seed=seed)
+        buffer = ReplayBuffer("reservoir", seed=seed, memory=30)
         for task in _tasks():
-            buffer.add_task(task)
+            buffer.update(task)
         assert len(buffer.items) == 30
         for task, ex in buffer.items:
             shares[task.name] += 1
@@ -226,6 +226,57 @@ def test_reservoir_replay_is_uniform_over_the_stream():
 def test_replay_mixes_memory_into_training(tiny_model, tokenizer, conflict):
     result = run_sequence("replay", tiny_model(), tokenizer, conflict, config(steps=40), params={"memory": 64})
     assert result.steps[0].info["replayed"] == {} and result.steps[1].info["replayed"] == {"sentiment": 64}
+
+
+@pytest.mark.parametrize("sampling", ["balanced", "reservoir"])
+@pytest.mark.parametrize("memory", [None, 30])
+def test_every_memory_is_drawn_from_the_previous_memory_and_the_current_task(sampling, memory):
+    buffer = ReplayBuffer(sampling, seed=3, memory=memory, fraction=0.05)
+    previous: set = set()
+    for k, task in enumerate(_tasks(4, 100), start=1):
+        buffer.update(task)
+        now = {(t.name, i) for t, i in buffer.slots}
+        assert now <= previous | {(task.name, i) for i in range(len(task.train))}, k
+        assert len(buffer.slots) == len(now) == (memory if memory is not None else round(0.05 * 100 * k))
+        previous = now
+
+
+class GuardedList(list):
+    """A learnt task's training list: only indexed reads are allowed, and they are recorded."""
+
+    def __init__(self, items, reads):
+        super().__init__(items)
+        self.reads = reads
+
+    def __getitem__(self, i):
+        self.reads.append(i)
+        return super().__getitem__(i)
+
+    def __iter__(self):
+        raise AssertionError("an earlier task's whole training set was read")
+
+    def __len__(self):
+        raise AssertionError("an earlier task's whole training set was read")
+
+
+@pytest.mark.parametrize("sampling", ["balanced", "reservoir"])
+def test_no_past_example_reaches_training_unless_it_was_in_memory(tiny_model, tokenizer, sampling):
+    """Once a task is learnt its data is sealed: the only reads allowed are indexed reads of the examples
+    the memory holds at that moment. A replay that re-drew from a past task's full set would fail."""
+    tasks = [dataclasses.replace(load_task(f"builtin:{n}", max_train=100), name=n) for n in ("topic", "sentiment", "animal")]
+    strategy = make_strategy("replay", tiny_model(), tokenizer, config(steps=3), sampling=sampling)
+    for k, task in enumerate(tasks, start=1):
+        in_memory = {(t.name, i) for t, i in strategy.buffer.slots}
+        reads = {t.name: [] for t in tasks[:k - 1]}
+        for past in tasks[:k - 1]:
+            past.train = GuardedList(list.__iter__(past.train), reads[past.name])
+        result = strategy.learn(task, k, tasks[:k - 1])
+        for name, indices in reads.items():
+            assert {(name, i) for i in indices} <= in_memory, (k, name)
+        seen = 100 * k
+        assert result.info["memory_size"] == round(0.02 * seen) == len(strategy.buffer.slots)  # 2% of data seen
+        assert result.info["memory_fraction_of_seen"] == pytest.approx(0.02, abs=0.005)
+        assert sum(result.info["replayed"].values()) == len(in_memory)
 
 
 # ---- resume -----------------------------------------------------------------------------------------
@@ -251,6 +302,8 @@ def test_resumed_sequence_equals_uninterrupted(tiny_model, tokenizer, tmp_path, 
         run_sequence(strategy, tiny_model(), tokenizer, tasks, cfg, registry=reg, run="r", on_step=stop_after_two)
     resumed = run_sequence(strategy, tiny_model(), tokenizer, tasks, cfg, registry=reg, run="r")
     assert resumed.resumed == 2 and len(resumed.steps) == 3
+    if strategy == "replay":  # the restored memory is the one the uninterrupted run had, slot for slot
+        assert resumed.steps[-1].info["memory"] == full.steps[-1].info["memory"]
     a, b = full.steps[-1].state, resumed.steps[-1].state
     assert a.modules.keys() == b.modules.keys()
     for m in a.modules:
@@ -326,16 +379,18 @@ def test_mtl_learns_both_conflicting_tasks(tiny_model, tokenizer, conflict):
 
 def test_replay_buffer_rejects_bad_settings():
     with pytest.raises(ValueError, match="sampling"):
-        ReplayBuffer(10, "fifo", 0)
+        ReplayBuffer("fifo", 0, memory=10)
     with pytest.raises(ValueError, match="memory"):
-        ReplayBuffer(-1, "balanced", 0)
+        ReplayBuffer("balanced", 0, memory=-1)
+    with pytest.raises(ValueError, match="memory_fraction"):
+        ReplayBuffer("balanced", 0, fraction=1.5)
 
 
 def test_replay_buffer_ignores_the_global_random_state():
     picks = []
     for global_seed in (1, 2):
         random.seed(global_seed)
-        buffer = ReplayBuffer(memory=10, sampling="balanced", seed=0)
-        buffer.add_task(_tasks(1)[0])
+        buffer = ReplayBuffer("balanced", seed=0, memory=10)
+        buffer.update(_tasks(1)[0])
         picks.append([ex.text for _, ex in buffer.items])
     assert picks[0] == picks[1]
