@@ -1,0 +1,87 @@
+"""Bootstrap intervals and paired significance for accuracy-matrix metrics, against direct computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from adapter_hub.metrics import summarize
+from adapter_hub.stats import bootstrap, metric_of, paired_difference
+
+
+def one_task(correct):
+    return [[list(correct)]]
+
+
+def binomial_quantile(n: int, p: float, q: float) -> float:
+    """Smallest k/n with P(X <= k) >= q for X ~ Binomial(n, p): the exact bootstrap distribution of a mean."""
+    total = 0.0
+    for k in range(n + 1):
+        total += math.comb(n, k) * p**k * (1 - p) ** (n - k)
+        if total >= q:
+            return k / n
+    return 1.0
+
+
+def test_interval_of_one_accuracy_matches_the_exact_binomial_quantiles():
+    """One seed, one task, 35 of 50 correct: resampling the examples makes the mean Binomial(50, 0.7)/50,
+    whose 2.5% and 97.5% quantiles are computed exactly here."""
+    correct = [1] * 35 + [0] * 15
+    interval = bootstrap([one_task(correct)], "acc", n_boot=20_000, seed=1)
+    assert interval.mean == pytest.approx(0.7) and interval.std == 0.0 and interval.seeds == 1
+    assert interval.low == pytest.approx(binomial_quantile(50, 0.7, 0.025), abs=0.02 + 1e-9)
+    assert interval.high == pytest.approx(binomial_quantile(50, 0.7, 0.975), abs=0.02 + 1e-9)
+    assert bootstrap([one_task([1] * 20)], "acc").low == 1.0  # nothing to resample into doubt
+
+
+def test_seeds_are_resampled_too():
+    """Two seeds at 0.2 and 0.8 on a large test set: the interval spans the seeds, not the examples."""
+    n = 2000
+    cells = [one_task([1] * int(0.2 * n) + [0] * int(0.8 * n)), one_task([1] * int(0.8 * n) + [0] * int(0.2 * n))]
+    interval = bootstrap(cells, "acc", n_boot=4000)
+    assert interval.mean == pytest.approx(0.5) and interval.std == pytest.approx(math.sqrt(0.18))
+    assert interval.low <= 0.21 and interval.high >= 0.79
+
+
+def test_vectorised_metrics_equal_summarize():
+    rng = np.random.default_rng(0)
+    for T in (2, 3, 4):
+        R = rng.uniform(size=(5, T, T))
+        for b in range(5):
+            expected = summarize(R[b].tolist())
+            for key in ("acc", "bwt", "forgetting"):
+                assert metric_of(R, key)[b] == pytest.approx(expected[key])
+
+
+def _cell(rng, T, n, p):
+    return [[list((rng.uniform(size=n) < p[i][j]).astype(int)) if j <= i else None for j in range(T)]
+            for i in range(T)]
+
+
+def test_paired_difference_calls_only_real_differences_significant():
+    rng = np.random.default_rng(3)
+    T, n = 2, 300
+    good = [[0.9, 0.0], [0.85, 0.9]]
+    bad = [[0.9, 0.0], [0.4, 0.9]]  # forgets task 1
+    a = [_cell(rng, T, n, good) for _ in range(2)]
+    b = [_cell(rng, T, n, bad) for _ in range(2)]
+    same = paired_difference(a, a, "acc")
+    assert same.diff == 0.0 and not same.significant and same.p_value == 1.0
+    real = paired_difference(a, b, "bwt")
+    assert real.significant and real.diff > 0.3 and real.p_value < 0.01 and real.low > 0
+    # b' differs from a in one answer out of 300 on one cell: inside the noise, so no difference
+    nudged = [[[list(row[j]) if row[j] is not None else None for j in range(T)] for row in cell] for cell in a]
+    nudged[0][1][0][nudged[0][1][0].index(1)] = 0
+    tiny = paired_difference(a, nudged, "acc")
+    assert 0 < tiny.diff < 0.01 and not tiny.significant
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_difference([one_task([1, 0])], [one_task([1, 0])] * 2)
+    with pytest.raises(ValueError, match="needs at least two tasks"):
+        bootstrap([one_task([1, 0])], "bwt")
+    with pytest.raises(ValueError, match="unknown metric"):
+        bootstrap([one_task([1, 0])], "joy")
