@@ -155,7 +155,8 @@ def test_interrupted_run_resumes_to_the_same_matrix(tmp_path):
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "eval": {"scorer": "vibes"}},
      r"\[eval\] scorer must be one of 'loglik', 'generate'"),
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "ewc", "lam": "big"}]}, "ewc parameter lam must be a finite"),
-    ({"tasks": ["builtin:topic"], "strategies": [{"name": "replay", "memory": -5}]}, "parameter memory must be >= 0"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "replay", "memory": -5}]}, "parameter memory must be an integer >= 0"),
+    ({"tasks": ["builtin:topic"], "strategies": [{"name": "replay", "memory_fraction": 2.0}]}, "memory_fraction must be in"),
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "olora", "lambda3": 1}]}, r"has no parameter\(s\) \['lambda3'\]"),
     ({"tasks": ["builtin:topic"], "strategies": [{"name": "merge", "method": "avg"}]}, "parameter method must be one of"),
 ])
