@@ -37,6 +37,8 @@ def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, n
     settings) when it is not. Example: adapter-hub bench run examples/tiny_benchmark.toml"""
     from adapter_hub.bench import BenchConfig, free_run_name, run_bench
 
+    if report_dir is not None and report_dir.is_dir() and any(report_dir.iterdir()):  # before hours of training
+        raise click.UsageError(f"--report {report_dir} exists and is not empty; pick a new folder")
     config = BenchConfig.from_toml(config_path, data_root=str(data_root) if data_root else None, device=device,
                                    dtype=dtype)
     reg = ctx.registry(create=True)

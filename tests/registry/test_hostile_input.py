@@ -146,7 +146,7 @@ def test_a_killed_export_leaves_no_debris_after_the_next_one(reg, adapter_dir, t
     assert (dest / "adapter_model.safetensors").is_file()
 
 
-def test_bench_report_refuses_a_folder_with_the_users_files(reg, tmp_path):
+def test_bench_report_refuses_a_folder_with_the_users_files(reg, tmp_path, snapshot):
     run_info = reg.create_run("r1", {"tasks": ["a"]})
     reg.update_run("r1", status="done", results={"tasks": ["a"], "strategies": {
         "seq": {"strategy": "seq", "params": {}, "matrix": [[0.5]], "metrics": {"acc": 0.5}}}})
@@ -159,6 +159,12 @@ def test_bench_report_refuses_a_folder_with_the_users_files(reg, tmp_path):
     result = run(reg.location, "bench", "report", "r1", "--out", str(out), "--force")
     assert result.exit_code == 0, result.output
     assert "the user's report" not in (out / "report.md").read_text()
+    # bench run --report into a non-empty folder is refused before any training (and any run row)
+    config = tmp_path / "c.toml"
+    config.write_text('tasks = ["builtin:topic"]\nbase_model = "tiny-llama"\n[[strategies]]\nname = "seq"\n')
+    before = snapshot(reg)
+    result = run(reg.location, "bench", "run", str(config), "--report", str(out))
+    assert result.exit_code != 0 and "not empty" in result.output and snapshot(reg) == before
 
 
 # ---- damaged database files -----------------------------------------------------------------------
