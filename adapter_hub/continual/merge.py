@@ -24,7 +24,7 @@ class Merge(Strategy):
         if params["method"] not in ops.METHODS:
             raise ValueError(f"{where} parameter method must be one of {sorted(ops.METHODS)}, got {params['method']!r}")
         try:
-            cls.merge_options(params)
+            ops.method_params(params["method"], **cls.merge_options(params))  # the values, checked once here
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
         if params["rank"] is not None and (not isinstance(params["rank"], int) or isinstance(params["rank"], bool)
@@ -39,9 +39,7 @@ class Merge(Strategy):
         from adapter_hub import ops
 
         takes = {p.name for p in ops.METHODS[params["method"]].params}
-        options = {"density": params["density"]} if "density" in takes else {}
-        ops.method_params(params["method"], **options)  # checks the values
-        return options
+        return {"density": params["density"]} if "density" in takes else {}
 
     def __init__(self, model, tokenizer, config, **params):
         super().__init__(model, tokenizer, config, **params)
