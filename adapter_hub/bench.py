@@ -11,13 +11,13 @@ stopped: registered steps are reloaded, the evaluation is redone (it is determin
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from adapter_hub.cells import cell_key, pack
 from adapter_hub.config import LoraConfig
 from adapter_hub.evaluate import EvalConfig
 from adapter_hub.train import TrainConfig
@@ -43,7 +43,11 @@ class BenchConfig:
     data_root: str | None = None  # where named tasks live (e.g. the CL_Benchmark folder); CLI --data-root
     max_train: int | None = None  # per task, seeded sample: keeps CPU runs to minutes
     max_test: int | None = None
-    seed: int = 0
+    seed: int = 0  # samples max_train/max_test (the same test examples in every cell) and is the default seed
+    # Training seeds: one run cell per (strategy, seed, order); two or more give intervals over seeds.
+    seeds: list[int] = field(default_factory=list)  # empty: [seed]
+    # Task orders, each a permutation of `tasks` (as written there); empty: the order of `tasks`.
+    orders: list[list[str]] = field(default_factory=list)
     device: str = "auto"
     dtype: str = "auto"  # the base model's: bf16 on a CUDA device that supports it, else fp32 (models.resolve_dtype)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -57,7 +61,20 @@ class BenchConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"{key} must be >= 1 (or left out for all examples), got {value}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        for order in self.orders:
+            if sorted(order) != sorted(self.tasks):
+                raise ValueError(f"every entry of orders must list the same tasks as tasks = {self.tasks} in some "
+                                 f"order, got {order}")
+        if len({tuple(o) for o in self.orders}) != len(self.orders):
+            raise ValueError("orders must be distinct")
 
+    def cell_seeds(self) -> list[int]:
+        return list(self.seeds) or [self.seed]
+
+    def cell_orders(self) -> list[list[str]]:
+        return [list(o) for o in self.orders] or [list(self.tasks)]
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "BenchConfig":
         """Check every key, type and range (naming the key) before anything is built or written."""
@@ -147,17 +164,14 @@ def free_run_name(registry, name: str) -> str:
     raise ValueError(f"no free run name like {name!r}")
 
 
-def _state_key(label: str, step: int) -> str:
-    return f"{label}@{step}"
-
-
 def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume: bool = True,
               echo: Callable[[str], None] = print, on_step: Callable | None = None):
-    """Run (or resume) a benchmark; returns the registry's RunInfo with results filled in."""
-    from adapter_hub.continual import STRATEGIES, ContinualConfig
-    from adapter_hub.continual.runner import run_sequence
-    from adapter_hub.evaluate import evaluate_states
-    from adapter_hub.metrics import summarize
+    """Run (or resume) a benchmark; returns the registry's RunInfo with results filled in.
+
+    Cells run one after the other: train (every state registered), evaluate on every task, store the
+    cell's matrix, metrics and per-example correctness with the run, so `bench show` sees results as
+    they come. A resumed run keeps the cells already evaluated and resumes the one it stopped in."""
+    from adapter_hub.continual import STRATEGIES
     from adapter_hub.models import dtype_name, load_base_model, load_tokenizer, resolve_dtype
     from adapter_hub.train import resolve_device
     from registry.errors import RefError
@@ -168,10 +182,12 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
         STRATEGIES[spec.name].check_params(spec.params, where=f"strategy {spec.label}")
     name = name or config.name or f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     tasks = load_tasks(config)  # data errors before anything is written
+    by_spec = dict(zip(config.tasks, tasks))
     try:
         existing = registry.get_run(name)
     except RefError:
         existing = None
+    results: dict[str, Any] | None = None
     if existing is not None:
         if not resume:
             raise ValueError(f"benchmark run {name!r} exists; resume it or pick another --name")
@@ -184,66 +200,162 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
             echo(f"run {name} is already done")
             return existing
         echo(f"resuming run {name} ({existing.status})")
+        results = existing.results if "base_by_task" in (existing.results or {}) else None
     else:
         registry.create_run(name, config.to_dict())
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     model = load_base_model(config.base_model, device=device, dtype=dtype)
     tokenizer = load_tokenizer(config.base_model)
-    cl = ContinualConfig(config.lora, config.train, config.seed)
-    results: dict[str, Any] = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, "strategies": {},
-                               "device": str(device), "dtype": dtype_name(dtype)}
-    states: dict[str, Any] = {"base": None}
+    seeds, orders = config.cell_seeds(), config.cell_orders()
+    single = len(seeds) == 1 and len(orders) == 1
+    if results is None:
+        results = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, "device": str(device),
+                   "dtype": dtype_name(dtype), "seeds": seeds, "orders": [[by_spec[s].name for s in o] for o in orders],
+                   "strategies": {}, "eval_seconds": 0.0}
+    run = _Run(registry, name, config, model, tokenizer, tasks, results, echo)
     try:
+        run.score_base()
         for spec in config.strategies:
-            echo(f"[{spec.label}] training on {len(tasks)} tasks ...")
-            hook = None if on_step is None else (lambda result, ref, label=spec.label: on_step(label, result, ref))
-            seq = run_sequence(spec.name, model, tokenizer, tasks, cl, params=spec.params, registry=registry,
-                               run=f"{name}/{spec.label}", on_step=hook)
-            for i, (result, ref, seconds) in enumerate(zip(seq.steps, seq.refs, seq.seconds), start=1):
-                registry.record_run_step(name, strategy=spec.label, step=i, task=result.task, version=ref,
-                                         seconds=seconds if i > seq.resumed else None)
-                if STRATEGIES[spec.name].per_task_states:  # task j with its own adapter; base before it is learnt
-                    states[_state_key(spec.label, i)] = {t.name: (seq.steps[j].state if j < i else None)
-                                                         for j, t in enumerate(tasks)}
-                else:
-                    states[_state_key(spec.label, i)] = result.state
-            results["strategies"][spec.label] = {
-                "strategy": spec.name, "params": spec.params, "states": seq.refs,
-                "train_seconds": round(sum(seq.seconds), 2), "resumed_steps": seq.resumed,
-                "losses": [r.train.summary() if r.train and r.train.losses else None for r in seq.steps],
-            }
-        echo(f"evaluating {len(states)} states on {len(tasks)} tasks (one routed pass per task) ...")
-        start = time.perf_counter()
-        scores = evaluate_states(model, tokenizer, tasks, states, config.eval)
-        results["eval_seconds"] = round(time.perf_counter() - start, 2)
-        base = [scores["base"][t.name].accuracy for t in tasks]
-        results["base"] = base
-        for spec in config.strategies:
-            entry = results["strategies"][spec.label]
-            R = [[scores[_state_key(spec.label, i)][t.name].accuracy for t in tasks] for i in range(1, len(tasks) + 1)]
-            entry["matrix"] = R
-            for i, ref in enumerate(entry["states"], start=1):
-                for j, t in enumerate(tasks):
-                    s = scores[_state_key(spec.label, i)][t.name]
-                    if not STRATEGIES[spec.name].per_task_states:  # the state alone on every task
-                        registry.record_evaluation(ref, task=t.name, metric="accuracy", value=s.accuracy,
-                                                   dataset=t.fingerprint(), scorer=s.scorer, run=name)
-                    elif j == i - 1:  # per_task: step i's adapter is only ever used on its own task
-                        registry.record_evaluation(ref, task=t.name, metric="accuracy", value=s.accuracy,
-                                                   dataset=t.fingerprint(), scorer=s.scorer, run=name,
-                                                   context=f"{spec.name}: the task's own adapter (task id given)")
-        reference = next((results["strategies"][s.label]["matrix"] for s in config.strategies if s.name == "mtl"), None)
-        for spec in config.strategies:
-            entry = results["strategies"][spec.label]
-            entry["metrics"] = _clean(summarize(entry["matrix"], base=base, reference=reference))
+            entry = results["strategies"].setdefault(spec.label, {"strategy": spec.name, "params": spec.params,
+                                                                  "cells": {}})
+            entry["cells_total"] = len(seeds) * len(orders)
+            for k, order in enumerate(orders):
+                for seed in seeds:
+                    key = cell_key(spec.label, seed, k if len(orders) > 1 else -1, single)
+                    if (entry["cells"].get(key) or {}).get("matrix") is not None:
+                        continue  # evaluated before the interruption: kept as stored
+                    hook = None if on_step is None else (lambda r, ref, label=spec.label: on_step(label, r, ref))
+                    entry["cells"][key] = run.cell(spec, key, seed, k, [by_spec[s] for s in order], hook)
+                    run.summarise()
+                    registry.update_run(name, status="running", results=results)
+        run.summarise(final=True)
         registry.update_run(name, status="done", results=results)
     except BaseException:
+        run.summarise()
         registry.update_run(name, status="failed", results=results)
         raise
     return registry.get_run(name)
 
 
-def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
-    """JSON-safe metrics (no NaN)."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+class _Run:
+    """The pieces of one benchmark run that its cells share: model, tasks, cached test features."""
+
+    def __init__(self, registry, name: str, config: BenchConfig, model, tokenizer, tasks, results, echo) -> None:
+        self.registry, self.name, self.config = registry, name, config
+        self.model, self.tokenizer, self.tasks = model, tokenizer, tasks
+        self.results, self.echo = results, echo
+        self._features: dict[str, Any] = {}
+
+    def score_base(self) -> None:
+        from adapter_hub.evaluate import evaluate_states
+
+        if "base_by_task" in self.results:
+            return
+        start = time.perf_counter()
+        scores = evaluate_states(self.model, self.tokenizer, self.tasks, {"base": None}, self.config.eval)
+        self.results["base"] = [scores["base"][t.name].accuracy for t in self.tasks]
+        self.results["base_by_task"] = dict(zip(self.results["tasks"], self.results["base"]))
+        self.results["eval_seconds"] += round(time.perf_counter() - start, 2)
+
+    def cell(self, spec: StrategySpec, key: str, seed: int, order: int, tasks, hook) -> dict[str, Any]:
+        """Train one strategy through `tasks` with `seed` (resuming registered steps), then evaluate it."""
+        from adapter_hub.continual import STRATEGIES, ContinualConfig
+        from adapter_hub.continual.runner import run_sequence
+
+        single = key == spec.label
+        self.echo(f"[{key}] training on {len(tasks)} tasks ...")
+        cl = ContinualConfig(self.config.lora, self.config.train, seed)
+        seq = run_sequence(spec.name, self.model, self.tokenizer, tasks, cl, params=spec.params,
+                           registry=self.registry, run=f"{self.name}/{spec.label}" if single else f"{self.name}/{key}",
+                           on_step=hook)
+        for i, (result, ref, seconds) in enumerate(zip(seq.steps, seq.refs, seq.seconds), start=1):
+            self.registry.record_run_step(self.name, strategy=key, step=i, task=result.task, version=ref,
+                                          seconds=seconds if i > seq.resumed else None)
+        cell = {"seed": seed, "order": order, "tasks": [t.name for t in tasks], "states": seq.refs,
+                "train_seconds": round(sum(seq.seconds), 2), "resumed_steps": seq.resumed,
+                "losses": [r.train.summary() if r.train and r.train.losses else None for r in seq.steps]}
+        self.echo(f"[{key}] evaluating {len(tasks)} states on {len(tasks)} tasks ...")
+        start = time.perf_counter()
+        cell.update(self._evaluate(spec, STRATEGIES[spec.name].per_task_states, seq, tasks))
+        cell["eval_seconds"] = round(time.perf_counter() - start, 2)
+        self.results["eval_seconds"] = round(self.results["eval_seconds"] + cell["eval_seconds"], 2)
+        return cell
+
+    def _evaluate(self, spec: StrategySpec, per_task: bool, seq, tasks) -> dict[str, Any]:
+        from adapter_hub.evaluate import Routed, evaluate_states
+
+        T = len(tasks)
+        router = spec.params.get("router", "oracle") if per_task else None
+        states: dict[str, Any] = {}
+        for i in range(1, T + 1):
+            oracle = {t.name: (seq.steps[j].state if j < i else None) for j, t in enumerate(tasks)}
+            if router == "prototype":
+                states[f"@{i}"] = Routed({t.name: [seq.steps[c].state for c in self._routes(t, seq, i)]
+                                          for t in tasks})
+                states[f"oracle@{i}"] = oracle
+            else:
+                states[f"@{i}"] = oracle if per_task else seq.steps[i - 1].state
+        scores = evaluate_states(self.model, self.tokenizer, tasks, states, self.config.eval)
+        out: dict[str, Any] = {
+            "matrix": [[scores[f"@{i}"][t.name].accuracy for t in tasks] for i in range(1, T + 1)],
+            "correct": [[pack(scores[f"@{i}"][t.name].correct) if j < i else None for j, t in enumerate(tasks)]
+                        for i in range(1, T + 1)],
+        }
+        for i, ref in enumerate(seq.refs, start=1):
+            for j, t in enumerate(tasks):
+                s = scores[f"@{i}"][t.name]
+                if not per_task:  # the state alone on every task
+                    self.registry.record_evaluation(ref, task=t.name, metric="accuracy", value=s.accuracy,
+                                                    dataset=t.fingerprint(), scorer=s.scorer, run=self.name)
+                elif j == i - 1:  # per_task: step i's adapter, scored on its own task with the task id given
+                    own = scores[f"oracle@{i}" if router == "prototype" else f"@{i}"][t.name]
+                    self.registry.record_evaluation(ref, task=t.name, metric="accuracy", value=own.accuracy,
+                                                    dataset=t.fingerprint(), scorer=own.scorer, run=self.name,
+                                                    context=f"{spec.name}: the task's own adapter (task id given)")
+        if router == "prototype":
+            oracle_R = [[scores[f"oracle@{i}"][t.name].accuracy for t in tasks] for i in range(1, T + 1)]
+            routed_right = [self._router_accuracy(tasks, seq, i) for i in range(1, T + 1)]
+            acc, oracle_acc = sum(out["matrix"][-1]) / T, sum(oracle_R[-1]) / T
+            out["router"] = {"name": "prototype", "accuracy": routed_right, "oracle_matrix": oracle_R,
+                             "oracle_acc": oracle_acc, "acc_over_oracle": acc / oracle_acc if oracle_acc else None}
+        return out
+
+    def _test_features(self, task):
+        from adapter_hub.routing import features
+
+        if task.name not in self._features:
+            self._features[task.name] = features(self.model, self.tokenizer, [ex.text for ex in task.test],
+                                                 max_length=self.config.eval.max_length)
+        return self._features[task.name]
+
+    def _routes(self, task, seq, learnt: int) -> list[int]:
+        """The step (0-based) whose adapter each of task's test examples is sent to, after `learnt` tasks."""
+        from adapter_hub.routing import Prototype, route
+
+        prototypes = [Prototype.from_dict(seq.steps[j].info["prototype"]) for j in range(learnt)]
+        return route(self._test_features(task), prototypes)
+
+    def _router_accuracy(self, tasks, seq, learnt: int) -> float:
+        """Fraction of the learnt tasks' test examples sent to their own task's adapter."""
+        hits = total = 0
+        for j, task in enumerate(tasks[:learnt]):
+            chosen = self._routes(task, seq, learnt)
+            hits += sum(c == j for c in chosen)
+            total += len(chosen)
+        return hits / total
+
+    def summarise(self, final: bool = False) -> None:
+        """Recompute every strategy's summary, intervals and the differences against the baseline."""
+        from adapter_hub import cells
+
+        strategies = self.results["strategies"]
+        names = {label: entry["strategy"] for label, entry in strategies.items()}
+        references = cells.references_of(strategies, names)
+        n_boot = 2000 if final else 400  # intermediate summaries only need to be indicative
+        for entry in strategies.values():
+            cells.aggregate(entry, self.results["tasks"], self.results.get("base_by_task", {}), references, n_boot)
+        baseline = cells.default_baseline(strategies, names)
+        if baseline is not None:
+            self.results["baseline"] = baseline
+            self.results["differences"] = cells.differences(strategies, self.results["tasks"], baseline, n_boot)

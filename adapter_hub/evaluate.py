@@ -73,11 +73,27 @@ class TaskScore:
     f1: float | None = None  # token F1 ("generate" only)
     truncated: int = 0
     predictions: list[str] = field(default_factory=list, repr=False)
+    # 0/1 per test example, in the task's test order: what intervals and paired tests resample.
+    correct: list[int] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out.pop("predictions")
+        out.pop("correct")
         return out
+
+
+@dataclass(frozen=True)
+class PerExample:
+    """A state that picks an adapter per test example (a router's choices): names[e] is the adapter
+    name (None = the bare base model) that scores example e. Usable as a key of `score(states=...)`."""
+
+    label: str
+    names: tuple[str | None, ...]
+
+
+def _row_adapter(key, example: int) -> str | None:
+    return key.names[example] if isinstance(key, PerExample) else key
 
 
 def score(
@@ -89,15 +105,19 @@ def score(
     config: EvalConfig | None = None,
     examples: Sequence | None = None,
 ) -> dict[str | None, TaskScore]:
-    """Score the task's test set; keyed by state (or CURRENT when states is None)."""
+    """Score the task's test set; keyed by state (or CURRENT when states is None). A state is an
+    attached adapter's name, None (the base model) or a PerExample choice of adapter per example."""
     config = config or EvalConfig()
     examples = list(task.test if examples is None else examples)
     if not examples:
         raise ValueError(f"task {task.name} has no test examples")
     if config.scorer == "loglik" and not task.is_classification:
         raise ValueError(f"task {task.name} has free-text targets; use scorer='generate'")
-    keys: list[str | None] = [CURRENT] if states is None else list(states)
+    keys: list = [CURRENT] if states is None else list(states)
     routed = states is not None
+    for key in keys:
+        if isinstance(key, PerExample) and len(key.names) != len(examples):
+            raise ValueError(f"{key.label}: {len(key.names)} adapter choices for {len(examples)} test examples")
     reserve = _answer_budget(tokenizer, task, config)
     prompts, truncated = [], 0
     for ex in examples:
@@ -106,33 +126,36 @@ def score(
         truncated += cut
     order = sorted(range(len(examples)), key=lambda e: len(prompts[e]))  # length buckets: little padding
     head_len = _shared_prefix_length(prompts) if config.shared_prefix else 0
+    # Every adapter any row uses: the shared instruction's cache is computed once under each.
+    used = list(dict.fromkeys(n for key in keys for n in (key.names if isinstance(key, PerExample) else [key])))
     predictions: dict[tuple[int, int], str] = {}
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), _autocast(model):
-            prefix = _encode_prefix(model, prompts[0][:head_len], keys if routed else None) if head_len else None
+            prefix = _encode_prefix(model, prompts[0][:head_len], used if routed else None) if head_len else None
             per_forward = max(1, min(config.batch_size, config.max_rows // len(keys)))  # examples per forward
             for start in range(0, len(order), per_forward):
-                # One row per (state, example), state by state: the layout _Prefix.expand assumes.
                 chunk = [(e, s) for s in range(len(keys)) for e in order[start:start + per_forward]]
                 batch_prompts = [prompts[e][head_len:] for e, _ in chunk]
-                row_states = [keys[s] for _, s in chunk] if routed else None
+                row_states = [_row_adapter(keys[s], e) for e, s in chunk] if routed else None
+                rows = prefix.rows_for(row_states) if prefix is not None else None
                 if config.scorer == "loglik":
-                    preds = _rank_labels(model, tokenizer, task.labels, batch_prompts, row_states, prefix)
+                    preds = _rank_labels(model, tokenizer, task.labels, batch_prompts, row_states, prefix, rows)
                 else:
                     preds = _greedy(model, tokenizer, batch_prompts, row_states,
-                                    config.max_new_tokens or reserve, prefix)
+                                    config.max_new_tokens or reserve, prefix, rows)
                 predictions.update(zip(chunk, preds))
     finally:
         model.train(was_training)
-    results = {}
+    results: dict = {}
     for s, key in enumerate(keys):
         preds = [predictions[(e, s)] for e in range(len(examples))]
         targets = [ex.target for ex in examples]
-        em = sum(_normalise(p) == _normalise(t) for p, t in zip(preds, targets)) / len(examples)
+        correct = [int(_normalise(p) == _normalise(t)) for p, t in zip(preds, targets)]
         f1 = None if config.scorer == "loglik" else sum(map(token_f1, preds, targets)) / len(examples)
-        results[key] = TaskScore(task.name, key, config.scorer, em, len(examples), f1, truncated, preds)
+        results[key] = TaskScore(task.name, key, config.scorer, sum(correct) / len(examples), len(examples), f1,
+                                 truncated, preds, correct)
     return results
 
 
@@ -153,28 +176,39 @@ def _shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
 
 @dataclass
 class _Prefix:
-    """The shared instruction, encoded once: one cache row per state, in the batch's state order."""
+    """The shared instruction, encoded once: one cache row per adapter used (None = no adapter)."""
 
     cache: object
     length: int
-    rows: int
+    names: list[str | None]
+    device: torch.device
 
-    def expand(self, batch_rows: int) -> object:
-        """A fresh cache whose rows line up with a state-major batch of batch_rows rows."""
+    def rows_for(self, row_states: Sequence[str | None] | None) -> list[int]:
+        """Which cache row each batch row continues from."""
+        if row_states is None:
+            return [0]
+        index = {name: i for i, name in enumerate(self.names)}
+        return [index[name] for name in row_states]
+
+    def expand(self, rows: list[int], batch_rows: int) -> object:
+        """A fresh cache with one row per batch row, each a copy of the prefix under its adapter."""
         cache = copy.deepcopy(self.cache)  # the forward extends it in place: never touch the original
-        cache.batch_repeat_interleave(batch_rows // self.rows)
+        if rows == [0]:
+            cache.batch_repeat_interleave(batch_rows)
+        else:
+            cache.batch_select_indices(torch.tensor(rows, device=self.device))
         return cache
 
 
 def _encode_prefix(model: nn.Module, head: list[int], states: Sequence[str | None] | None) -> _Prefix:
     device = next(model.parameters()).device
-    rows = 1 if states is None else len(states)
-    ids = torch.tensor([head] * rows, device=device)
+    names = [None] if states is None else list(states)
+    ids = torch.tensor([head] * len(names), device=device)
     mask = torch.ones_like(ids)
-    positions = torch.arange(len(head), device=device).expand(rows, -1)
+    positions = torch.arange(len(head), device=device).expand(len(names), -1)
     with _maybe_route(model, states):
         _, cache = _run(model, ids, mask, positions)
-    return _Prefix(cache, len(head), rows)
+    return _Prefix(cache, len(head), names, device)
 
 
 def _answer_budget(tokenizer, task: Task, config: EvalConfig) -> int:
@@ -257,7 +291,7 @@ def _autocast(model: nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-def _prompt_pass(model, pad_id: int, prompts, prefix: _Prefix | None):
+def _prompt_pass(model, pad_id: int, prompts, prefix: _Prefix | None, rows: list[int] | None = None):
     """Run the (left-padded) prompts after the shared prefix; hidden states, cache, mask, positions.
 
     With a prefix, a row reads [prefix][padding][own tokens]: the mask hides the padding in the
@@ -268,14 +302,15 @@ def _prompt_pass(model, pad_id: int, prompts, prefix: _Prefix | None):
     ids, mask, positions = _left_pad(prompts, pad_id, device)
     cache = None
     if prefix is not None:
-        cache = prefix.expand(ids.shape[0])
+        cache = prefix.expand(rows if rows is not None else [0], ids.shape[0])
         mask = torch.cat([torch.ones((ids.shape[0], prefix.length), dtype=mask.dtype, device=device), mask], 1)
         positions = positions + prefix.length
     hidden, cache = _run(model, ids, mask, positions, cache)
     return hidden, cache, mask, positions
 
 
-def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states, prefix: _Prefix | None = None) -> list[str]:
+def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states, prefix: _Prefix | None = None,
+                 rows: list[int] | None = None) -> list[str]:
     device = next(model.parameters()).device
     cands = [encode_target(tokenizer, label, eos=False) for label in labels]
     K, L = len(cands), max(map(len, cands))
@@ -286,7 +321,7 @@ def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states, prefi
         cand_mask[k, :len(c)] = 1
     cand_ids, cand_mask = cand_ids.to(device), cand_mask.to(device)
     with _maybe_route(model, row_states):
-        hidden, cache, mask, positions = _prompt_pass(model, tokenizer.pad_token_id, prompts, prefix)
+        hidden, cache, mask, positions = _prompt_pass(model, tokenizer.pad_token_id, prompts, prefix, rows)
     N = hidden.shape[0]
     total = _next_token_logprobs(model, hidden[:, -1])[:, cand_ids[:, 0]]  # (N, K): log p(c_0 | prompt)
     if L > 1:
@@ -339,14 +374,15 @@ def _packed_candidates(model, cands: list[list[int]], cache, mask, positions) ->
     return torch.zeros((N, K), dtype=logp.dtype, device=device).index_add_(1, seg, logp)
 
 
-def _greedy(model, tokenizer, prompts, row_states, max_new_tokens: int, prefix: _Prefix | None = None) -> list[str]:
+def _greedy(model, tokenizer, prompts, row_states, max_new_tokens: int, prefix: _Prefix | None = None,
+            rows: list[int] | None = None) -> list[str]:
     device = next(model.parameters()).device
     N = len(prompts)
     eos = tokenizer.eos_token_id
     generated = torch.full((N, max_new_tokens), eos, dtype=torch.long, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
     with _maybe_route(model, row_states):
-        hidden, cache, mask, positions = _prompt_pass(model, tokenizer.pad_token_id, prompts, prefix)
+        hidden, cache, mask, positions = _prompt_pass(model, tokenizer.pad_token_id, prompts, prefix, rows)
         pos = positions[:, -1:]
         for t in range(max_new_tokens):
             next_ids = _next_token_logprobs(model, hidden[:, -1]).argmax(dim=-1)  # (N,)
@@ -408,17 +444,28 @@ def token_f1(prediction: str, target: str) -> float:
 # Many states on many tasks
 # --------------------------------------------------------------------------------------------------
 
-def _adapter_for(spec, task_name: str):
-    return spec.get(task_name) if isinstance(spec, dict) else spec
+@dataclass
+class Routed:
+    """A state that sends each test example to an adapter of its own (a router's choice, no task id):
+    choices[task][e] is the adapter (None = the bare base model) that scores task's example e."""
+
+    choices: dict[str, Sequence[object | None]]
+
+
+def _adapters_of(spec, task_name: str) -> list:
+    """The adapters a state uses on a task, in example order for a Routed state."""
+    if isinstance(spec, Routed):
+        return list(spec.choices[task_name])
+    return [spec.get(task_name) if isinstance(spec, dict) else spec]
 
 
 def evaluate_states(model: nn.Module, tokenizer, tasks: Sequence[Task], states: dict[str, object],
                     config: EvalConfig | None = None) -> dict[str, dict[str, TaskScore]]:
     """Score every state on every task: {label: {task: TaskScore}}.
 
-    A state is a LoraAdapter (used for every task), None (the bare base model), or {task: adapter}
-    (per_task: each task with its own). Each distinct adapter is attached once; each task is then
-    scored in ONE routed pass whose rows cover all the states at once.
+    A state is a LoraAdapter (used for every task), None (the bare base model), {task: adapter}
+    (per_task: each task with its own) or Routed (an adapter per test example). Each distinct adapter
+    is attached once; each task is then scored in ONE routed pass whose rows cover all the states.
     """
     from adapter_hub.lora import attach, detach
 
@@ -426,15 +473,17 @@ def evaluate_states(model: nn.Module, tokenizer, tasks: Sequence[Task], states: 
     try:
         for spec in states.values():
             for task in tasks:
-                adapter = _adapter_for(spec, task.name)
-                if adapter is not None and id(adapter) not in names:
-                    name = f"__eval{len(names)}"
-                    attach(model, adapter, name=name, activate="none", trainable=False)
-                    names[id(adapter)] = name  # only once attached: cleanup detaches what is really there
+                for adapter in _adapters_of(spec, task.name):
+                    if adapter is not None and id(adapter) not in names:
+                        name = f"__eval{len(names)}"
+                        attach(model, adapter, name=name, activate="none", trainable=False)
+                        names[id(adapter)] = name  # only once attached: cleanup detaches what is really there
         results: dict[str, dict[str, TaskScore]] = {label: {} for label in states}
         for task in tasks:
-            keys = {label: (names[id(a)] if (a := _adapter_for(spec, task.name)) is not None else None)
-                    for label, spec in states.items()}
+            keys = {}
+            for label, spec in states.items():
+                chosen = [None if a is None else names[id(a)] for a in _adapters_of(spec, task.name)]
+                keys[label] = PerExample(label, tuple(chosen)) if isinstance(spec, Routed) else chosen[0]
             unique = list(dict.fromkeys(keys.values()))
             scored = score(model, tokenizer, task, states=unique, config=config)
             for label, key in keys.items():
@@ -447,22 +496,37 @@ def evaluate_states(model: nn.Module, tokenizer, tasks: Sequence[Task], states: 
 
 def evaluate_states_loop(model: nn.Module, tokenizer, tasks: Sequence[Task], states: dict[str, object],
                          config: EvalConfig | None = None) -> dict[str, dict[str, TaskScore]]:
-    """The same results the slow way — attach, score, detach, one (state, task) at a time. It is the
-    reference the routed evaluation is tested and benchmarked against."""
-    from adapter_hub.lora import adapters_disabled, attach, detach
-
+    """The same results the slow way — attach, score, detach, one (state, task) at a time (a Routed
+    state: one adapter's examples at a time). The reference the routed evaluation is tested against."""
     results: dict[str, dict[str, TaskScore]] = {label: {} for label in states}
     for label, spec in states.items():
         for task in tasks:
-            adapter = _adapter_for(spec, task.name)
-            if adapter is None:
-                with adapters_disabled(model):
-                    scored = score(model, tokenizer, task, config=config)[CURRENT]
-            else:
-                attach(model, adapter, name="__loop")
-                try:
-                    scored = score(model, tokenizer, task, config=config)[CURRENT]
-                finally:
-                    detach(model, "__loop")
+            adapters = _adapters_of(spec, task.name)
+            if not isinstance(spec, Routed):
+                scored = _score_alone(model, tokenizer, task, adapters[0], config, list(task.test))
+            else:  # each adapter on the examples sent to it, then put back in example order
+                test = list(task.test)
+                preds: list[str] = [""] * len(test)
+                correct = [0] * len(test)
+                for adapter in {id(a): a for a in adapters}.values():
+                    picked = [e for e, a in enumerate(adapters) if a is adapter]
+                    part = _score_alone(model, tokenizer, task, adapter, config, [test[e] for e in picked])
+                    for k, e in enumerate(picked):
+                        preds[e], correct[e] = part.predictions[k], part.correct[k]
+                scored = TaskScore(task.name, label, part.scorer, sum(correct) / len(test), len(test), None,
+                                   0, preds, correct)
             results[label][task.name] = dataclasses.replace(scored, state=label)
     return results
+
+
+def _score_alone(model, tokenizer, task: Task, adapter, config: EvalConfig | None, examples) -> TaskScore:
+    from adapter_hub.lora import adapters_disabled, attach, detach
+
+    if adapter is None:
+        with adapters_disabled(model):
+            return score(model, tokenizer, task, config=config, examples=examples)[CURRENT]
+    attach(model, adapter, name="__loop")
+    try:
+        return score(model, tokenizer, task, config=config, examples=examples)[CURRENT]
+    finally:
+        detach(model, "__loop")

@@ -25,18 +25,51 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def fmt_interval(interval: dict[str, Any] | None, value: Any = None) -> str:
+    """'0.523 ±0.012 [0.501, 0.549]': mean ± std over cells and the 95% bootstrap interval."""
+    if not interval:
+        return fmt(value)
+    spread = f" ±{interval['std']:.3f}" if interval.get("seeds", 1) > 1 else ""
+    return f"{interval['mean']:.3f}{spread} [{interval['low']:.3f}, {interval['high']:.3f}]"
+
+
 def comparison_rows(runs) -> list[list[str]]:
-    """One row per (run, strategy): the numbers `bench compare` and the report's table show."""
+    """One row per (run, strategy): the numbers `bench compare` and the report's table show. ACC, BWT
+    and forgetting carry their intervals when the run stored per-example correctness."""
     rows = []
     for run in runs:
         for label, entry in (run.results.get("strategies") or {}).items():
             metrics = entry.get("metrics") or {}
-            rows.append([run.name, label, *(fmt(metrics.get(k)) for k, _, _ in METRIC_COLUMNS),
+            intervals = entry.get("intervals") or {}
+            cells = f"{entry.get('cells_done', 1 if metrics else 0)}/{entry.get('cells_total', 1)}"
+            rows.append([run.name, label, cells,
+                         *(fmt_interval(intervals.get(k), metrics.get(k)) for k, _, _ in METRIC_COLUMNS),
                          fmt(entry.get("train_seconds"), 1)])
     return rows
 
 
-COMPARISON_HEADER = ["run", "strategy", *(h for _, h, _ in METRIC_COLUMNS), "train s"]
+COMPARISON_HEADER = ["run", "strategy", "cells", *(h for _, h, _ in METRIC_COLUMNS), "train s"]
+DIFFERENCE_HEADER = ["comparison", "cells", "ACC diff [95% CI]", "BWT diff [95% CI]", "F diff [95% CI]", "verdict"]
+
+
+def difference_rows(run) -> list[list[str]]:
+    """Every strategy minus the run's baseline, paired over the same seeds, orders and test examples.
+    A difference whose interval holds 0 is reported as no difference."""
+    results = run.results or {}
+    baseline = results.get("baseline")
+    rows = []
+    for label, by_metric in (results.get("differences") or {}).items():
+        cells = [f"{label} − {baseline}", str(by_metric["acc"]["cells"])]
+        verdicts = []
+        for metric, header in (("acc", "ACC"), ("bwt", "BWT"), ("forgetting", "F")):
+            d = by_metric[metric]
+            mark = "*" if d["significant"] else ""
+            cells.append(f"{d['diff']:+.3f}{mark} [{d['low']:+.3f}, {d['high']:+.3f}]")
+            if d["significant"]:
+                verdicts.append(f"{header} {'higher' if d['diff'] > 0 else 'lower'} (p={d['p_value']:.3f})")
+        cells.append("significant: " + ", ".join(verdicts) if verdicts else "no difference")
+        rows.append(cells)
+    return rows
 
 
 def write_report(run, out: str | Path, *, force: bool = False) -> list[Path]:
@@ -68,11 +101,15 @@ def _write_into(run, out: Path) -> list[Path]:
                                                   "results": results}, indent=2, default=str) + "\n")
     for label, entry in strategies.items():
         path = out / f"heatmap_{_slug(label)}.png"
-        _heatmap(plt, entry["matrix"], tasks, f"{label}: accuracy after each task ({results.get('scorer')})", path)
+        _heatmap(plt, entry["matrix"], entry.get("matrix_tasks") or tasks, f"{label}: accuracy after each task ({results.get('scorer')})", path)
         written.append(path)
     path = out / "accuracy_over_sequence.png"
     _curves(plt, strategies, tasks, results.get("base"), path)
     written.append(path)
+    if any(e.get("intervals") for e in strategies.values()):
+        path = out / "metrics_intervals.png"
+        _intervals(plt, strategies, path)
+        written.append(path)
     (out / "report.md").write_text(_markdown(run, results, strategies, tasks))
     written.append(out / "report.md")
     return written
@@ -107,12 +144,15 @@ def _curves(plt, strategies, tasks, base, path) -> None:
     rows = math.ceil(len(tasks) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False, sharey=True)
     steps = list(range(1, len(tasks) + 1))
-    for j, task in enumerate(tasks):
+    base_of = dict(zip(tasks, base)) if base is not None else None
+    order = next(iter(strategies.values())).get("matrix_tasks") or tasks  # every strategy's first order
+    for j, task in enumerate(order):
         ax = axes[j // cols][j % cols]
         for label, entry in strategies.items():
-            ax.plot(steps, [row[j] for row in entry["matrix"]], marker="o", label=label)
-        if base is not None:
-            ax.axhline(base[j], color="gray", linestyle=":", label="base model")
+            column = (entry.get("matrix_tasks") or tasks).index(task)  # its place in this strategy's order
+            ax.plot(steps, [row[column] for row in entry["matrix"]], marker="o", label=label)
+        if base_of is not None:
+            ax.axhline(base_of[task], color="gray", linestyle=":", label="base model")
         ax.axvline(j + 1, color="lightgray", linewidth=6, zorder=0)
         ax.set_title(task, fontsize=10)
         ax.set_xticks(steps, [f"{i}" for i in steps])
@@ -125,6 +165,26 @@ def _curves(plt, strategies, tasks, base, path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
     fig.suptitle("Accuracy on each task over the sequence (shaded: when the task is learnt)", fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _intervals(plt, strategies, path) -> None:
+    """ACC, BWT and forgetting per strategy: the mean over cells and its 95% bootstrap interval."""
+    shown = [(label, e["intervals"]) for label, e in strategies.items() if e.get("intervals")]
+    fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 0.45 * len(shown) + 1.8), squeeze=False)
+    for ax, (key, header) in zip(axes[0], (("acc", "ACC"), ("bwt", "BWT"), ("forgetting", "F (max)"))):
+        means = [iv[key]["mean"] for _, iv in shown]
+        lows = [iv[key]["mean"] - iv[key]["low"] for _, iv in shown]
+        highs = [iv[key]["high"] - iv[key]["mean"] for _, iv in shown]
+        ys = range(len(shown))
+        ax.errorbar(means, ys, xerr=[[max(v, 0) for v in lows], [max(v, 0) for v in highs]], fmt="o", capsize=4)
+        ax.set_yticks(list(ys), [label for label, _ in shown] if key == "acc" else [""] * len(shown))
+        ax.invert_yaxis()
+        if key != "acc":
+            ax.axvline(0, color="lightgray", zorder=0)
+        ax.set_title(f"{header} (95% bootstrap CI)", fontsize=10)
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -145,9 +205,19 @@ def _markdown(run, results, strategies, tasks) -> str:
     lines += ["| " + " | ".join(row[1:]) + " |" for row in comparison_rows([run])]
     merged = results.get("merged")
     if merged:
-        blanks = ["—"] * (len(COMPARISON_HEADER) - 3)  # the metrics after ACC, and train time
-        lines.append("| " + " | ".join([merged["label"], fmt(merged["acc"]), *blanks]) + " |")
-    lines += ["", *(f"- **{h}**: {note}" for _, h, note in METRIC_COLUMNS), ""]
+        blanks = ["—"] * (len(COMPARISON_HEADER) - 4)  # the metrics after ACC, and train time
+        lines.append("| " + " | ".join([merged["label"], "1", fmt(merged["acc"]), *blanks]) + " |")
+    lines += ["", *(f"- **{h}**: {note}" for _, h, note in METRIC_COLUMNS),
+              "- ACC, BWT and F (max) read `mean ±std over cells [95% bootstrap interval]`; the interval resamples "
+              "seeds and test examples (adapter_hub.stats). Cells = (seed, task order) pairs evaluated / planned.", ""]
+    differences = difference_rows(run)
+    if differences:
+        lines += [f"## Differences against `{results.get('baseline')}`", "",
+                  "Paired bootstrap over the same seeds, orders and test examples; `*` marks an interval that "
+                  "excludes 0. Anything else is no difference at this number of seeds and test examples.", "",
+                  "| " + " | ".join(DIFFERENCE_HEADER) + " |", "|" + "---|" * len(DIFFERENCE_HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in differences]
+        lines += ["", "![metrics with intervals](metrics_intervals.png)", ""]
     if merged:
         lines += [f"The merged row is one adapter (`{merged['version']}`) scored after the whole sequence: "
                   + ", ".join(f"{t} {fmt(a)}" for t, a in zip(tasks, merged["accuracy"]))
@@ -158,13 +228,24 @@ def _markdown(run, results, strategies, tasks) -> str:
                   ", ".join(f"{t} {fmt(b)}" for t, b in zip(tasks, base)), ""]
     lines += ["![accuracy over the sequence](accuracy_over_sequence.png)", ""]
     for label, entry in strategies.items():
+        order = entry.get("matrix_tasks") or tasks
+        cells = entry.get("cells") or {}
         lines += [f"## {label}", "", f"Strategy `{entry['strategy']}`"
                   + (f" with {json.dumps(entry['params'])}" if entry.get("params") else "")
-                  + f"; trained in {fmt(entry.get('train_seconds'), 1)} s.", "",
-                  "| after \\ on | " + " | ".join(tasks) + " | version |", "|---|" + "---|" * (len(tasks) + 1)]
+                  + f"; trained in {fmt(entry.get('train_seconds'), 1)} s in all.", ""]
+        if len(cells) > 1:
+            lines += [f"The matrix is the mean over the {sum(c['order'] == cells[next(iter(cells))]['order'] for c in cells.values())} "
+                      f"cell(s) of the order {' → '.join(order)}; versions are the first cell's.", ""]
+        lines += ["| after \\ on | " + " | ".join(order) + " | version |", "|---|" + "---|" * (len(order) + 1)]
         for i, row in enumerate(entry["matrix"]):
-            version = (entry.get("states") or [None] * len(tasks))[i]
-            lines.append(f"| {tasks[i]} | " + " | ".join(fmt(v) for v in row) + f" | `{version}` |")
+            version = (entry.get("states") or [None] * len(order))[i]
+            lines.append(f"| {order[i]} | " + " | ".join(fmt(v) for v in row) + f" | `{version}` |")
+        routers = [c["router"] for c in cells.values() if c.get("router")]
+        if routers:
+            lines += ["", f"Task-free routing ({routers[0]['name']}): router accuracy after the last task "
+                      + ", ".join(fmt(r["accuracy"][-1]) for r in routers)
+                      + "; ACC with the router / ACC with the task id given: "
+                      + ", ".join(fmt(r["acc_over_oracle"]) for r in routers) + " (one value per cell)."]
         lines += ["", f"![R for {label}](heatmap_{_slug(label)}.png)", ""]
     return "\n".join(lines) + "\n"
 

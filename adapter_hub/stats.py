@@ -9,6 +9,9 @@ indices in every row and every seed, since the test set is shared) — and recom
     bootstrap(cells, "acc")          -> Interval(mean, std over seeds, 95% percentile CI)
     paired_difference(a, b, "acc")   -> Difference(a − b, CI, two-sided p, significant = CI excludes 0)
 
+Cells may have learnt the tasks in different orders (`orders[s][j]` = the task cell s learnt j-th):
+examples are drawn per task, and each cell's metric is computed in its own order.
+
 `paired_difference` resamples the SAME seeds and examples for both strategies (they were scored on the
 same test examples with the same seeds), which is what makes small real gaps detectable and keeps
 noise from being called a difference.
@@ -44,33 +47,60 @@ class Difference:
     significant: bool  # the 95% interval excludes 0
 
 
-def _stack(cells: Sequence[Cell]) -> list[np.ndarray]:
-    """Per task j: an array (seeds, T, n_j) of correctness, NaN where not evaluated (above the diagonal)."""
+Orders = Sequence[Sequence[int]] | None  # orders[s][j] = the task learnt j-th in cell s (None: all the same)
+
+
+def _orders(cells: Sequence[Cell], orders: Orders) -> np.ndarray:
+    T = len(cells[0])
+    if orders is None:
+        return np.tile(np.arange(T), (len(cells), 1))
+    out = np.asarray(orders, dtype=int)
+    if out.shape != (len(cells), T) or any(sorted(row) != list(range(T)) for row in out.tolist()):
+        raise ValueError(f"orders must give a permutation of the {T} tasks for each of the {len(cells)} cells")
+    return out
+
+
+def _stack(cells: Sequence[Cell], orders: np.ndarray) -> list[np.ndarray]:
+    """Per task t: an array (seeds, T, n_t) of correctness after each step, NaN where task t was not
+    evaluated. A cell's column j is the task it learnt j-th (orders[s][j])."""
     T = len(cells[0])
     columns = []
-    for j in range(T):
-        n = next(len(cells[0][i][j]) for i in range(T) if cells[0][i][j] is not None)
-        col = np.full((len(cells), T, n), np.nan)
+    for t in range(T):
+        n = None
+        col = None
         for s, cell in enumerate(cells):
             if len(cell) != T:
                 raise ValueError("every cell must have the same tasks")
+            j = int(np.flatnonzero(orders[s] == t)[0])
             for i in range(T):
-                if cell[i][j] is not None:
-                    values = np.asarray(cell[i][j], dtype=float)
-                    if values.shape != (n,):
-                        raise ValueError(f"task {j}: {values.shape[0]} examples in one cell, {n} in another")
-                    col[s, i] = values
+                if cell[i][j] is None:
+                    continue
+                values = np.asarray(cell[i][j], dtype=float)
+                if n is None:
+                    n = values.shape[0]
+                    col = np.full((len(cells), T, n), np.nan)
+                if values.shape != (n,):
+                    raise ValueError(f"task {t}: {values.shape[0]} examples in one cell, {n} in another")
+                col[s, i] = values
+        if col is None:
+            raise ValueError(f"task {t} was never evaluated")
         columns.append(col)
     return columns
 
 
-def _full_matrices(columns: list[np.ndarray]) -> np.ndarray:
+def _by_position(R_task: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """(..., S, T, T) matrices with columns by task -> columns by learning position, per cell."""
+    idx = np.broadcast_to(orders[..., :, None, :], R_task.shape)
+    return np.take_along_axis(R_task, idx, -1)
+
+
+def _full_matrices(columns: list[np.ndarray], orders: np.ndarray) -> np.ndarray:
     """(S, T, T) accuracy matrices on the full test sets (NaN above the diagonal)."""
     import warnings
 
     with warnings.catch_warnings():  # rows above the diagonal are all-NaN by design
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.stack([np.nanmean(col, -1) for col in columns], -1)
+        return _by_position(np.stack([np.nanmean(col, -1) for col in columns], -1), orders)
 
 
 def metric_of(R: np.ndarray, metric: str) -> np.ndarray:
@@ -89,16 +119,17 @@ def metric_of(R: np.ndarray, metric: str) -> np.ndarray:
     return np.stack([R[..., j:T - 1, j].max(-1) - last[..., j] for j in range(T - 1)], -1).mean(-1)
 
 
-def _resampled_matrices(columns: list[np.ndarray], seeds: np.ndarray, examples: list[np.ndarray]) -> np.ndarray:
+def _resampled_matrices(columns: list[np.ndarray], orders: np.ndarray, seeds: np.ndarray,
+                        examples: list[np.ndarray]) -> np.ndarray:
     """(B, S, T, T) accuracy matrices for B draws of seed indices (B, S) and example indices per task."""
     B, S = seeds.shape
     T = len(columns)
     R = np.empty((B, S, T, T))
-    for j, col in enumerate(columns):
-        picked = col[seeds]  # (B, S, T, n_j)
-        idx = examples[j][:, None, None, :]  # (B, 1, 1, n_j): the same examples in every seed and row
-        R[..., j] = np.take_along_axis(picked, np.broadcast_to(idx, picked.shape), -1).mean(-1)
-    return R
+    for t, col in enumerate(columns):
+        picked = col[seeds]  # (B, S, T, n_t)
+        idx = examples[t][:, None, None, :]  # (B, 1, 1, n_t): the same examples in every seed and row
+        R[..., t] = np.take_along_axis(picked, np.broadcast_to(idx, picked.shape), -1).mean(-1)
+    return _by_position(R, orders[seeds])
 
 
 def _draws(columns: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -108,31 +139,34 @@ def _draws(columns: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> 
     return seeds, examples
 
 
-def bootstrap(cells: Sequence[Cell], metric: str = "acc", *, n_boot: int = 2000, seed: int = 0,
-              level: float = 0.95) -> Interval:
-    """Mean ± std over seeds and a bootstrap interval of `metric` for one strategy's cells (one per seed)."""
-    columns = _stack(cells)
-    per_seed = metric_of(_full_matrices(columns), metric)
+def bootstrap(cells: Sequence[Cell], metric: str = "acc", *, orders: Orders = None, n_boot: int = 2000,
+              seed: int = 0, level: float = 0.95) -> Interval:
+    """Mean ± std over cells (seeds, orders) and a bootstrap interval of `metric` for one strategy."""
+    order = _orders(cells, orders)
+    columns = _stack(cells, order)
+    per_seed = metric_of(_full_matrices(columns, order), metric)
     seeds, examples = _draws(columns, n_boot, np.random.default_rng(seed))
-    draws = metric_of(_resampled_matrices(columns, seeds, examples), metric).mean(-1)  # (B,)
+    draws = metric_of(_resampled_matrices(columns, order, seeds, examples), metric).mean(-1)  # (B,)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(draws, [tail, 100 - tail])
     return Interval(float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(cells) > 1 else 0.0,
                     float(low), float(high), len(cells))
 
 
-def paired_difference(a: Sequence[Cell], b: Sequence[Cell], metric: str = "acc", *, n_boot: int = 2000,
-                      seed: int = 0, level: float = 0.95) -> Difference:
-    """metric(a) − metric(b) with a paired bootstrap: a[s] and b[s] share seed s and the test examples."""
+def paired_difference(a: Sequence[Cell], b: Sequence[Cell], metric: str = "acc", *, orders: Orders = None,
+                      n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Difference:
+    """metric(a) − metric(b) with a paired bootstrap: a[s] and b[s] share seed s, task order orders[s]
+    and the test examples."""
     if len(a) != len(b):
         raise ValueError(f"a paired comparison needs the same seeds: {len(a)} cells vs {len(b)}")
-    ca, cb = _stack(a), _stack(b)
+    order = _orders(a, orders)
+    ca, cb = _stack(a, order), _stack(b, order)
     if [c.shape[-1] for c in ca] != [c.shape[-1] for c in cb]:
         raise ValueError("a paired comparison needs the same test examples per task")
-    diff = float((metric_of(_full_matrices(ca), metric) - metric_of(_full_matrices(cb), metric)).mean())
+    diff = float((metric_of(_full_matrices(ca, order), metric) - metric_of(_full_matrices(cb, order), metric)).mean())
     seeds, examples = _draws(ca, n_boot, np.random.default_rng(seed))
-    draws = (metric_of(_resampled_matrices(ca, seeds, examples), metric)
-             - metric_of(_resampled_matrices(cb, seeds, examples), metric)).mean(-1)
+    draws = (metric_of(_resampled_matrices(ca, order, seeds, examples), metric)
+             - metric_of(_resampled_matrices(cb, order, seeds, examples), metric)).mean(-1)
     tail = (1 - level) / 2 * 100
     low, high = (float(v) for v in np.percentile(draws, [tail, 100 - tail]))
     p = float(min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean())))

@@ -94,11 +94,14 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
                f"scorer {info.results.get('scorer')}")
     for label, entry in (info.results.get("strategies") or {}).items():
         if "matrix" not in entry:
-            click.echo(f"{label}: trained {len(entry.get('states') or [])} step(s), not evaluated yet")
+            click.echo(f"{label}: no cell evaluated yet")
             continue
-        table(["after \\ on", *tasks, "version"],
-              [[tasks[i], *(fmt(v) for v in row), (entry.get("states") or [None] * len(tasks))[i]]
-               for i, row in enumerate(entry["matrix"])], title=f"{label} ({entry['strategy']})")
+        order = entry.get("matrix_tasks") or tasks
+        done = entry.get("cells_done", 1)
+        title = f"{label} ({entry['strategy']})" + (f", mean over {done} cells" if done > 1 else "")
+        table(["after \\ on", *order, "version"],
+              [[order[i], *(fmt(v) for v in row), (entry.get("states") or [None] * len(order))[i]]
+               for i, row in enumerate(entry["matrix"])], title=title)
     if info.results.get("strategies"):
         _print_comparison([info])
 
@@ -108,14 +111,18 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
 def bench_compare(ctx: Context, runs: tuple[str, ...], as_json: bool) -> None:
-    """Strategies side by side (ACC, BWT, FWT, forgetting, intransigence, time) across one or more runs.
+    """Strategies side by side (ACC, BWT, FWT, forgetting, intransigence, time) across one or more runs,
+    with intervals; within each run, every strategy against the baseline by a paired bootstrap.
 
-    Example: adapter-hub bench compare builtin-quick my-other-run
+    A difference is called significant only when its 95% interval excludes 0; otherwise it reads
+    "no difference". Example: adapter-hub bench compare builtin-quick my-other-run
     """
     reg = ctx.registry()
     infos = [reg.get_run(r) for r in runs]
     if as_json:
-        emit_json([{"run": i.name, "strategy": label, "metrics": e.get("metrics"), "train_seconds": e.get("train_seconds")}
+        emit_json([{"run": i.name, "strategy": label, "metrics": e.get("metrics"), "intervals": e.get("intervals"),
+                    "cells": e.get("cells_done"), "train_seconds": e.get("train_seconds"),
+                    "against": i.results.get("baseline"), "difference": (i.results.get("differences") or {}).get(label)}
                    for i in infos for label, e in (i.results.get("strategies") or {}).items()])
     else:
         _print_comparison(infos)
@@ -138,9 +145,13 @@ def bench_report(ctx: Context, run: str, out: Path, force: bool) -> None:
 
 
 def _print_comparison(runs) -> None:
-    from adapter_hub.report import COMPARISON_HEADER, comparison_rows
+    from adapter_hub.report import COMPARISON_HEADER, DIFFERENCE_HEADER, comparison_rows, difference_rows
 
-    table(COMPARISON_HEADER, comparison_rows(runs), title="strategies compared")
+    table(COMPARISON_HEADER, comparison_rows(runs), title="strategies compared (mean ±std over cells [95% CI])")
+    for run in runs:
+        rows = difference_rows(run)
+        if rows:
+            table(DIFFERENCE_HEADER, rows, title=f"{run.name}: paired differences (* = the 95% interval excludes 0)")
 
 
 @cli.command("eval")

@@ -128,8 +128,9 @@ def test_interrupted_run_resumes_to_the_same_matrix(tmp_path):
     assert resumed.status == "done"
     for label in ("seq", "per_task", "mtl"):
         assert resumed.results["strategies"][label]["matrix"] == reference.results["strategies"][label]["matrix"]
-    assert resumed.results["strategies"]["seq"]["resumed_steps"] == 2
-    assert resumed.results["strategies"]["per_task"]["resumed_steps"] == 1
+    cells = {label: resumed.results["strategies"][label]["cells"][label] for label in ("seq", "per_task")}
+    assert cells["seq"]["resumed_steps"] == 0  # evaluated before the stop: kept as stored, not redone
+    assert cells["per_task"]["resumed_steps"] == 1  # stopped inside: its first step reloaded, not retrained
     assert len(reg.versions("topic")) == len(Registry.open(tmp_path / "a").versions("topic"))  # nothing retrained twice
     # the same name with an edited config is refused, naming what changed (not "already done" + old numbers)
     edited = {**raw, "train": {**raw["train"], "steps": 5}, "max_test": 20}
@@ -180,3 +181,95 @@ def test_unknown_strategy_and_bad_data_fail_before_anything_is_written(tmp_path)
     with pytest.raises(ValueError, match="parameter lam must be >= 0"):
         run_bench(built_in_python, reg)
     assert reg.list_runs() == []  # refused before the run row exists
+
+
+CELLS = """
+name = "cells"
+base_model = "tiny-llama"
+tasks = ["builtin:topic", "builtin:animal"]
+max_train = 96
+max_test = 40
+seeds = [3, 4]
+orders = [["builtin:topic", "builtin:animal"], ["builtin:animal", "builtin:topic"]]
+[lora]
+r = 4
+[train]
+steps = 25
+lr = 3e-3
+batch_size = 16
+max_length = 96
+progress = false
+[eval]
+batch_size = 16
+[[strategies]]
+name = "seq"
+[[strategies]]
+name = "per_task"
+"""
+
+
+def test_seeds_and_orders_give_cells_intervals_and_paired_differences(tmp_path):
+    """Every (strategy, seed, order) is a cell with its matrix and per-example correctness; the summary's
+    interval and the paired difference are what stats computes from exactly those bits."""
+    import tomllib
+
+    from adapter_hub import stats
+    from adapter_hub.cells import unpack
+
+    location = tmp_path / "registry"
+    run = run_bench(BenchConfig.from_dict(tomllib.loads(CELLS)), Registry.open(location), echo=lambda m: None)
+    results = run.results
+    assert results["seeds"] == [3, 4] and results["orders"] == [["topic", "animal"], ["animal", "topic"]]
+    seq = results["strategies"]["seq"]
+    assert sorted(seq["cells"]) == ["seq/s3/o1", "seq/s3/o2", "seq/s4/o1", "seq/s4/o2"]
+    assert seq["cells_done"] == seq["cells_total"] == 4
+    for cell in seq["cells"].values():
+        assert cell["tasks"] == results["orders"][cell["order"]]
+        for i, row in enumerate(cell["correct"]):
+            for j, packed in enumerate(row):
+                if j > i:
+                    assert packed is None  # a task not learnt yet is not part of any metric
+                else:
+                    bits = unpack(packed)
+                    assert len(bits) == 40 and sum(bits) / 40 == pytest.approx(cell["matrix"][i][j])
+    # the two seeds trained differently (the seed is the training seed), on the same test examples
+    assert seq["cells"]["seq/s3/o1"]["states"] != seq["cells"]["seq/s4/o1"]["states"]
+    canonical = results["tasks"]
+
+    def bits(entry):
+        cells = list(entry["cells"].values())
+        return ([[[None if c is None else unpack(c) for c in row] for row in cell["correct"]] for cell in cells],
+                [[canonical.index(t) for t in cell["tasks"]] for cell in cells])
+
+    correct, orders = bits(seq)
+    direct = stats.bootstrap(correct, "acc", orders=orders, n_boot=2000)
+    shown = seq["intervals"]["acc"]
+    assert (shown["mean"], shown["low"], shown["high"], shown["seeds"]) == \
+        (pytest.approx(direct.mean), pytest.approx(direct.low), pytest.approx(direct.high), 4)
+    assert shown["low"] <= seq["metrics"]["acc"] <= shown["high"]
+    assert seq["metrics"]["acc"] == pytest.approx(sum(sum(c["matrix"][-1]) / 2 for c in seq["cells"].values()) / 4)
+    diff = results["differences"]["per_task"]["acc"]
+    assert results["baseline"] == "seq" and diff["cells"] == 4
+    other, _ = bits(results["strategies"]["per_task"])
+    expected = stats.paired_difference(other, correct, "acc", orders=orders, n_boot=2000)
+    assert diff["diff"] == pytest.approx(expected.diff) and diff["significant"] == expected.significant
+    assert results["strategies"]["per_task"]["metrics"]["forgetting"] == 0.0
+
+    out = CliRunner().invoke(cli, ["--registry", str(location), "bench", "show", "cells"])
+    assert out.exit_code == 0, out.output
+    assert "±" in out.output and "4 cells" in out.output
+    out = CliRunner().invoke(cli, ["--registry", str(location), "bench", "compare", "cells"])
+    assert out.exit_code == 0, out.output
+    assert "per_task − seq" in out.output and ("significant" in out.output or "no difference" in out.output)
+
+
+def test_bad_seeds_and_orders_are_refused():
+    base = {"tasks": ["builtin:topic", "builtin:animal"], "strategies": [{"name": "seq"}]}
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        BenchConfig.from_dict({**base, "seeds": [1, 1]})
+    with pytest.raises(ValueError, match="must list the same tasks"):
+        BenchConfig.from_dict({**base, "orders": [["builtin:topic"]]})
+    with pytest.raises(ValueError, match="orders must be distinct"):
+        BenchConfig.from_dict({**base, "orders": [["builtin:topic", "builtin:animal"]] * 2})
+    with pytest.raises(ValueError, match="seeds must be a list of integers"):
+        BenchConfig.from_dict({**base, "seeds": "1"})

@@ -8,7 +8,7 @@ import torch
 from adapter_hub import LoraAdapter, LoraConfig, attach
 from adapter_hub import evaluate
 from adapter_hub.data import Example, Task, load_task
-from adapter_hub.evaluate import (CURRENT, EvalConfig, _shared_prefix_length, evaluate_states, evaluate_states_loop,
+from adapter_hub.evaluate import (CURRENT, EvalConfig, Routed, _shared_prefix_length, evaluate_states, evaluate_states_loop,
                                   score, token_f1)
 from adapter_hub.lora import detach, lora_layers
 from adapter_hub.prompts import encode_prompt, encode_target
@@ -128,8 +128,10 @@ def test_routed_evaluation_equals_the_one_at_a_time_loop(tiny_model, tokenizer, 
     model = tiny_model()
     adapters = _adapters(model, 3, std=0.1)
     tasks = [load_task(f"builtin:{n}", max_test=48) for n in ("sentiment", "topic", "animal")]
+    pick = [adapters["a0"], adapters["a1"], None, adapters["a2"]]  # a router's choice per example
     states = {**adapters, "base": None,
-              "per_task": {"sentiment": adapters["a0"], "topic": adapters["a2"], "animal": None}}
+              "per_task": {"sentiment": adapters["a0"], "topic": adapters["a2"], "animal": None},
+              "routed": Routed({t.name: [pick[e % 4] for e in range(len(t.test))] for t in tasks})}
     cfg = EvalConfig(scorer=scorer, batch_size=16)
     routed = evaluate_states(model, tokenizer, tasks, states, cfg)
     loop = evaluate_states_loop(model, tokenizer, tasks, states, cfg)
@@ -139,6 +141,14 @@ def test_routed_evaluation_equals_the_one_at_a_time_loop(tiny_model, tokenizer, 
             assert routed[label][t.name].predictions == loop[label][t.name].predictions
     assert routed["per_task"]["sentiment"].predictions == routed["a0"]["sentiment"].predictions
     assert routed["per_task"]["animal"].predictions == routed["base"]["animal"].predictions
+    # the routed state answers each example with the adapter chosen for it (a1 is used nowhere else)
+    by_name = {id(a): label for label, a in adapters.items()}
+    for t in tasks:
+        for e, prediction in enumerate(routed["routed"][t.name].predictions):
+            alone = "base" if pick[e % 4] is None else by_name[id(pick[e % 4])]
+            assert prediction == routed[alone][t.name].predictions[e]
+        assert routed["routed"][t.name].correct == [
+            int(p == ex.target) for p, ex in zip(routed["routed"][t.name].predictions, t.test)]
     assert len({tuple(routed[s]["topic"].predictions) for s in adapters}) > 1  # the adapters really differ
     from adapter_hub.lora import list_adapters
 

@@ -85,3 +85,28 @@ def test_bad_inputs():
         bootstrap([one_task([1, 0])], "bwt")
     with pytest.raises(ValueError, match="unknown metric"):
         bootstrap([one_task([1, 0])], "joy")
+
+
+def test_cells_learnt_in_another_order_are_resampled_by_task():
+    """A cell that learnt the tasks in reverse: its columns are mapped back to tasks before examples are
+    drawn, so it equals the same data written in the canonical order, and its metrics are those of its
+    own order (BWT over the task it learnt first)."""
+    rng = np.random.default_rng(5)
+    T = 3
+    sizes = [30, 45, 60]  # different test sizes per task make a wrong mapping fail loudly
+    p = [[0.9, 0, 0], [0.7, 0.8, 0], [0.5, 0.6, 0.9]]
+    forward = [[list((rng.uniform(size=sizes[j]) < p[i][j]).astype(int)) if j <= i else None for j in range(T)]
+               for i in range(T)]
+    # a cell that learnt the order 2, 0, 1: its position j holds task order[j]'s examples
+    order = [2, 0, 1]
+    cell = [[list((rng.uniform(size=sizes[order[j]]) < p[i][j]).astype(int)) if j <= i else None for j in range(T)]
+            for i in range(T)]
+    got = bootstrap([forward, cell], "bwt", orders=[[0, 1, 2], order], n_boot=500, seed=2)
+    R_cell = [[np.mean(cell[i][j]) if j <= i else np.nan for j in range(T)] for i in range(T)]
+    R_forward = [[np.mean(forward[i][j]) if j <= i else np.nan for j in range(T)] for i in range(T)]
+    expected = (metric_of(np.array(R_forward), "bwt") + metric_of(np.array(R_cell), "bwt")) / 2
+    assert got.mean == pytest.approx(float(expected))
+    with pytest.raises(ValueError, match="permutation"):
+        bootstrap([forward], "acc", orders=[[0, 0, 1]])
+    with pytest.raises(ValueError, match="examples in one cell"):  # without the orders the sizes clash
+        bootstrap([forward, cell], "acc")
