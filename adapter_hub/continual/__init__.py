@@ -3,6 +3,8 @@
   seq       one adapter trained on task after task (the forgetting baseline)
   inc       a new adapter per task; earlier ones frozen and kept active
   olora     inc + O-LoRA's orthogonality loss (Wang et al. 2023)
+  nlora     inc + N-LoRA's ℓ1 sparsity on the new update (Yang et al. 2025)
+  inflora   inc with A fixed outside earlier tasks' input subspace, B trained (Liang & Li 2024)
   replay    seq + a memory of past examples mixed in
   ewc       seq + Elastic Weight Consolidation on the adapter's parameters
   per_task  independent adapters, the task id given at test (the no-interference reference)
@@ -15,15 +17,18 @@ from __future__ import annotations
 from adapter_hub.continual.base import ContinualConfig, StepResult, Strategy
 from adapter_hub.continual.ewc import EWC
 from adapter_hub.continual.inc import Incremental
+from adapter_hub.continual.inflora import InfLoRA
 from adapter_hub.continual.merge import Merge
 from adapter_hub.continual.mtl import MultiTask
+from adapter_hub.continual.nlora import NLoRA
 from adapter_hub.continual.olora import OLoRA
 from adapter_hub.continual.per_task import PerTask
 from adapter_hub.continual.replay import Replay
 from adapter_hub.continual.seq import Sequential
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Sequential, Incremental, OLoRA, Replay, EWC, PerTask, MultiTask, Merge)
+    cls.name: cls for cls in (Sequential, Incremental, OLoRA, NLoRA, InfLoRA, Replay, EWC, PerTask, MultiTask,
+                              Merge)
 }
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from adapter_hub.adapter import LoraAdapter
 from adapter_hub.config import LoraConfig
 from adapter_hub.data import Task
-from adapter_hub.lora import attach, lora_parameters, set_active, set_trainable
+from adapter_hub.lora import attach, lora_layers, lora_parameters, set_active, set_trainable
 from adapter_hub.prompts import Encoded, encode_examples
 from adapter_hub.train import TrainConfig, TrainResult, train_on
 from adapter_hub.typed import check_like_default
@@ -103,11 +103,18 @@ class Strategy:
         attach(self.model, self.config.lora, name=name, seed=self.config.seed + step, activate="add")
 
     def train(self, names_trained: Sequence[str], names_active: Sequence[str], examples: list[Encoded], step: int,
-              *, truncated: int, extra_loss=None, description: str = "", **train_changes: Any) -> TrainResult:
+              *, truncated: int, extra_loss=None, description: str = "", frozen_A: bool = False,
+              **train_changes: Any) -> TrainResult:
         """Train only `names_trained` while `names_active` act in the forward pass; `truncated` (how many
-        examples lost input tokens when encoded) is reported with the result."""
+        examples lost input tokens when encoded) is reported with the result. `frozen_A`: train their
+        B factors only (InfLoRA fixes A before training)."""
         set_active(self.model, list(names_active))
         set_trainable(self.model, list(names_trained))
+        if frozen_A:
+            for _, layer in lora_layers(self.model):
+                for n in names_trained:
+                    if n in layer.lora_A:
+                        layer.lora_A[n].requires_grad_(False)
         result = train_on(self.model, examples, self.config.train_for(step, **train_changes),
                           pad_id=self.tokenizer.pad_token_id, params=lora_parameters(self.model, names_trained),
                           extra_loss=extra_loss, description=description)

@@ -113,6 +113,104 @@ def test_olora_loss_matches_a_hand_computation(tiny_model, tokenizer):
     assert loss.item() == pytest.approx(0.7 * orth + 0.3 * l2, rel=1e-5)
 
 
+def test_nlora_loss_is_the_l1_of_the_new_update_by_hand(tiny_model, tokenizer):
+    model = tiny_model()
+    strategy = make_strategy("nlora", model, tokenizer, config(), lam=0.3)
+    strategy.new_adapter("inc1", 1)
+    strategy.components.append("inc1")
+    strategy.new_adapter("inc2", 2)
+    with torch.no_grad():
+        for _, layer in lora_layers(model):
+            layer.lora_B["inc1"].normal_()  # an earlier component: frozen, not penalised
+            layer.lora_B["inc2"].normal_()
+    loss = strategy.extra_loss("inc2")()
+    expected = 0.0
+    for _, layer in lora_layers(model):
+        A, B = layer.lora_A["inc2"].detach().double(), layer.lora_B["inc2"].detach().double()
+        expected += sum(abs(float(B[i] @ A[:, j])) for i in range(B.shape[0]) for j in range(A.shape[1]))
+    assert loss.item() == pytest.approx(0.3 * expected, rel=1e-5)
+    loss.backward()  # only the new factors get the penalty's gradient
+    layer = next(layer for _, layer in lora_layers(model))
+    assert layer.lora_B["inc2"].grad is not None and layer.lora_B["inc1"].grad is None
+    assert make_strategy("nlora", tiny_model(), tokenizer, config(), lam=0.0).extra_loss("x") is None
+
+
+def test_nlora_makes_the_update_sparser_than_inc(tiny_model, tokenizer, conflict):
+    model = tiny_model()
+    plain = run_sequence("inc", model, tokenizer, conflict[:1], config(steps=120))
+    sparse = run_sequence("nlora", model, tokenizer, conflict[:1], config(steps=120), params={"lam": 1e-3})
+    assert sparse.steps[0].info["sparsity"] > plain_sparsity(plain.steps[0].state) + 0.05
+    assert sparse.steps[0].info["sparsity"] == pytest.approx(plain_sparsity(sparse.steps[0].state))
+
+
+def plain_sparsity(adapter) -> float:
+    """Share of ΔW entries below 1% of the module's largest |entry|, straight from the adapter's factors."""
+    small = total = 0
+    for m in adapter.modules:
+        d = adapter.delta_weight(m).abs()
+        small += int((d < 1e-2 * d.max()).sum())
+        total += d.numel()
+    return small / total
+
+
+def test_inflora_leaves_the_stored_subspace_of_earlier_tasks_untouched(tiny_model, tokenizer, conflict):
+    """After task 2, the change task 2 made (state 2 − state 1) maps every direction of task 1's stored
+    input subspace to zero; A of the new component is exactly what was fixed before training."""
+    from adapter_hub.continual.inflora import grow_basis, input_covariances
+
+    model = tiny_model()
+    strategy = make_strategy("inflora", model, tokenizer, config(steps=60))
+    first = strategy.learn(conflict[0], 1, [])
+    basis_1 = {m: b.clone() for m, b in strategy.basis.items()}
+    assert all(0 < b.shape[1] < b.shape[0] for b in basis_1.values())  # a real subspace, not all of R^in
+    second = strategy.learn(conflict[1], 2, [conflict[0]])
+    for m, M in basis_1.items():
+        change = second.state.delta_weight(m) - first.state.delta_weight(m)  # (out, in) for Linear layers
+        moved = change.double() @ M.double()  # the change's effect on each stored direction
+        assert moved.abs().max() < 1e-6 * max(1.0, float(change.abs().max())), m
+        assert float(change.abs().max()) > 1e-4  # task 2 did learn something in this layer
+    # the stored basis after task 1 is GPM's on task 1's inputs, recomputed independently
+    examples, _ = strategy.encode(conflict[0])
+    m0 = next(iter(basis_1))
+    fresh = make_strategy("inflora", tiny_model(), tokenizer, config(steps=60))
+    fresh.learn(conflict[0], 1, [])
+    cov = input_covariances(fresh.model, examples, tokenizer.pad_token_id, [m0])[m0]
+    torch.testing.assert_close(grow_basis(cov, None, 0.95), basis_1[m0])
+    # and the energy rule by hand: the smallest k whose top eigenvalues hold 95% of the trace
+    values = torch.linalg.eigvalsh(cov).flip(0)
+    k = int((torch.cumsum(values, 0) / values.sum() < 0.95).sum()) + 1
+    assert basis_1[m0].shape[1] == k
+
+
+def test_inflora_trains_b_only(tiny_model, tokenizer, conflict):
+    from adapter_hub.continual.inflora import down_projection, input_covariances
+
+    model = tiny_model()
+    strategy = make_strategy("inflora", model, tokenizer, config(steps=30))
+    strategy.learn(conflict[0], 1, [])
+    examples, _ = strategy.encode(conflict[1])
+    m0 = next(iter(strategy.basis))
+    cov = input_covariances(model, examples, tokenizer.pad_token_id, [m0])[m0]  # inc1 active, as in learn
+    expected_A = down_projection(cov, strategy.basis[m0], 8).float()
+    basis = strategy.basis[m0].clone()
+    strategy.learn(conflict[1], 2, [conflict[0]])
+    layer = dict(lora_layers(model))[m0]
+    torch.testing.assert_close(layer.lora_A["inc2"].detach(), expected_A, rtol=1e-4, atol=1e-6)
+    assert float((layer.lora_A["inc2"].detach().double() @ basis.double()).abs().max()) < 1e-6
+    assert float(layer.lora_B["inc2"].detach().abs().max()) > 0
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("nlora", {"lam": -1.0}, "parameter lam must be >= 0"),
+    ("inflora", {"threshold": 1.5}, r"parameter threshold must be in \(0, 1\]"),
+    ("inflora", {"threshold": 0.0}, r"parameter threshold must be in \(0, 1\]"),
+    ("inflora", {"rank": 3}, r"has no parameter\(s\) \['rank'\]"),
+])
+def test_new_strategies_refuse_bad_parameters(tiny_model, tokenizer, name, params, message):
+    with pytest.raises(ValueError, match=message):
+        make_strategy(name, tiny_model(), tokenizer, config(), **params)
+
+
 # ---- EWC --------------------------------------------------------------------------------------------
 
 
@@ -286,7 +384,7 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("strategy", ["seq", "olora", "replay", "ewc", "merge", "per_task", "mtl"])
+@pytest.mark.parametrize("strategy", ["seq", "olora", "nlora", "inflora", "replay", "ewc", "merge", "per_task", "mtl"])
 def test_resumed_sequence_equals_uninterrupted(tiny_model, tokenizer, tmp_path, strategy):
     tasks = [load_task("builtin:sentiment", max_train=96), load_task("builtin:topic", max_train=96),
              load_task("builtin:animal", max_train=96)]
@@ -360,7 +458,8 @@ def test_strategies_report_how_many_inputs_were_truncated(tiny_model, tokenizer,
 
 
 def test_strategy_selection_errors(tiny_model, tokenizer):
-    assert sorted(STRATEGIES) == sorted(["seq", "inc", "olora", "replay", "ewc", "per_task", "mtl", "merge"])
+    assert sorted(STRATEGIES) == sorted(["seq", "inc", "olora", "nlora", "inflora", "replay", "ewc", "per_task",
+                                         "mtl", "merge"])
     with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         make_strategy("nope", tiny_model(), tokenizer, config())
     with pytest.raises(ValueError, match="has no parameter"):
