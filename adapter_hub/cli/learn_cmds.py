@@ -7,7 +7,8 @@ import click
 from adapter_hub.cli import cli, compute_options, pass_ctx
 
 # Kept in step with adapter_hub.continual.STRATEGIES by a test; listed here so `--help` needs no torch import.
-STRATEGY_NAMES = ["seq", "inc", "olora", "replay", "ewc", "per_task", "mtl", "merge"]
+STRATEGY_NAMES = ["seq", "inc", "olora", "nlora", "inflora", "replay", "replay_gen", "ewc", "per_task", "mtl",
+                  "merge"]
 
 
 @cli.command()

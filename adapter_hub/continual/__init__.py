@@ -6,6 +6,7 @@
   nlora     inc + N-LoRA's ℓ1 sparsity on the new update (Yang et al. 2025)
   inflora   inc with A fixed outside earlier tasks' input subspace, B trained (Liang & Li 2024)
   replay    seq + a memory of past examples mixed in
+  replay_gen  seq + pseudo-examples of earlier tasks generated and labelled by the model (no stored data)
   ewc       seq + Elastic Weight Consolidation on the adapter's parameters
   per_task  independent adapters, the task id given at test (the no-interference reference)
   mtl       joint training on all tasks so far (the upper bound; R* for intransigence)
@@ -24,11 +25,12 @@ from adapter_hub.continual.nlora import NLoRA
 from adapter_hub.continual.olora import OLoRA
 from adapter_hub.continual.per_task import PerTask
 from adapter_hub.continual.replay import Replay
+from adapter_hub.continual.replay_gen import GenerativeReplay
 from adapter_hub.continual.seq import Sequential
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Sequential, Incremental, OLoRA, NLoRA, InfLoRA, Replay, EWC, PerTask, MultiTask,
-                              Merge)
+    cls.name: cls for cls in (Sequential, Incremental, OLoRA, NLoRA, InfLoRA, Replay, GenerativeReplay, EWC,
+                              PerTask, MultiTask, Merge)
 }
 
 

@@ -205,6 +205,10 @@ def test_inflora_trains_b_only(tiny_model, tokenizer, conflict):
     ("inflora", {"threshold": 1.5}, r"parameter threshold must be in \(0, 1\]"),
     ("inflora", {"threshold": 0.0}, r"parameter threshold must be in \(0, 1\]"),
     ("inflora", {"rank": 3}, r"has no parameter\(s\) \['rank'\]"),
+    ("replay_gen", {"fraction": -0.1}, r"parameter fraction must be in \[0, 10\]"),
+    ("replay_gen", {"top_p": 0.0}, r"parameter top_p must be in \(0, 1\]"),
+    ("replay_gen", {"temperature": 0.0}, "parameter temperature must be > 0"),
+    ("replay_gen", {"max_new_tokens": 0}, "parameter max_new_tokens must be >= 1"),
 ])
 def test_new_strategies_refuse_bad_parameters(tiny_model, tokenizer, name, params, message):
     with pytest.raises(ValueError, match=message):
@@ -377,6 +381,52 @@ def test_no_past_example_reaches_training_unless_it_was_in_memory(tiny_model, to
         assert sum(result.info["replayed"].values()) == len(in_memory)
 
 
+def test_generative_replay_reads_no_earlier_example_and_labels_what_it_generates(tiny_model, tokenizer):
+    """Earlier tasks' training lists are sealed (any read fails); pseudo-examples are sampled after the
+    earlier task's prompt head, and each kept one carries the model's own greedy answer, which is a label."""
+    from adapter_hub.continual.replay_gen import label_inputs, sample_inputs
+
+    tasks = [dataclasses.replace(load_task(f"builtin:{n}", max_train=80), name=n) for n in ("topic", "animal", "sentiment")]
+    model = tiny_model()
+    strategy = make_strategy("replay_gen", model, tokenizer, config(steps=200), fraction=0.5, max_new_tokens=12)
+    for k, task in enumerate(tasks, start=1):
+        reads: list = []
+        for past in tasks[:k - 1]:
+            past.train = GuardedList(list.__iter__(past.train), reads)
+        result = strategy.learn(task, k, tasks[:k - 1])
+        assert reads == []  # not one earlier example touched
+        if k == 1:
+            assert result.info["generated"] == {}
+            continue
+        assert sum(result.info["generated"].values()) == round(0.5 * 80)  # split over the earlier tasks
+        assert set(result.info["generated"]) == {t.name for t in tasks[:k - 1]}
+        assert all(0 <= result.info["valid_label"][n] <= result.info["generated"][n] for n in result.info["generated"])
+        assert result.info["stored_examples"] == 0
+    # what a kept pseudo-example is: the model's greedy answer (HF generate, independently) in the label set
+    fmt = dataclasses.replace(tasks[0], train=[], test=[])
+    texts = sample_inputs(model, tokenizer, fmt, 6, seed=1, max_new_tokens=12, temperature=1.0, top_p=0.9)
+    assert texts == sample_inputs(model, tokenizer, fmt, 6, seed=1, max_new_tokens=12, temperature=1.0, top_p=0.9)
+    assert all("\n" not in t for t in texts) and len(set(texts)) > 1
+    kept = label_inputs(model, tokenizer, fmt, texts, max_length=96)
+    assert kept  # the trained model answers most pseudo-inputs with a label
+    from adapter_hub.prompts import encode_prompt
+
+    for ex in kept:
+        prompt, _ = encode_prompt(tokenizer, fmt, ex.text, 96, reserve=8)
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        answer = tokenizer.decode(out[0, len(prompt):].tolist(), skip_special_tokens=True).strip()
+        assert ex.target in fmt.labels and answer.split("\n")[0].strip().lower() == ex.target.lower()
+
+
+def test_pseudo_inputs_are_cut_where_the_answer_part_begins():
+    from adapter_hub.continual.replay_gen import _cut
+
+    assert _cut(" news about the team\nAnswer: sports", "\nAnswer:") == "news about the team"
+    assert _cut("a story Answer: x", " Answer:") == "a story"
+    assert _cut("no stop at all", "\nAnswer:") == "no stop at all"
+
+
 # ---- resume -----------------------------------------------------------------------------------------
 
 
@@ -384,7 +434,8 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("strategy", ["seq", "olora", "nlora", "inflora", "replay", "ewc", "merge", "per_task", "mtl"])
+@pytest.mark.parametrize("strategy", ["seq", "olora", "nlora", "inflora", "replay", "replay_gen", "ewc", "merge",
+                                      "per_task", "mtl"])
 def test_resumed_sequence_equals_uninterrupted(tiny_model, tokenizer, tmp_path, strategy):
     tasks = [load_task("builtin:sentiment", max_train=96), load_task("builtin:topic", max_train=96),
              load_task("builtin:animal", max_train=96)]
@@ -458,8 +509,8 @@ def test_strategies_report_how_many_inputs_were_truncated(tiny_model, tokenizer,
 
 
 def test_strategy_selection_errors(tiny_model, tokenizer):
-    assert sorted(STRATEGIES) == sorted(["seq", "inc", "olora", "nlora", "inflora", "replay", "ewc", "per_task",
-                                         "mtl", "merge"])
+    assert sorted(STRATEGIES) == sorted(["seq", "inc", "olora", "nlora", "inflora", "replay", "replay_gen", "ewc",
+                                         "per_task", "mtl", "merge"])
     with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         make_strategy("nope", tiny_model(), tokenizer, config())
     with pytest.raises(ValueError, match="has no parameter"):
