@@ -220,8 +220,12 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
             entry = results["strategies"].setdefault(spec.label, {"strategy": spec.name, "params": spec.params,
                                                                   "cells": {}})
             entry["cells_total"] = len(seeds) * len(orders)
-            for k, order in enumerate(orders):
-                for seed in seeds:
+        # Seed-major: every strategy's first seed before any second one, so a run stopped part-way
+        # (or resumed over several sessions) already compares all strategies on the same seeds.
+        for k, order in enumerate(orders):
+            for seed in seeds:
+                for spec in config.strategies:
+                    entry = results["strategies"][spec.label]
                     key = cell_key(spec.label, seed, k if len(orders) > 1 else -1, single)
                     if (entry["cells"].get(key) or {}).get("matrix") is not None:
                         continue  # evaluated before the interruption: kept as stored
