@@ -26,11 +26,11 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def fmt_interval(interval: dict[str, Any] | None, value: Any = None) -> str:
-    """'0.523 ±0.012 [0.501, 0.549]': mean ± std over cells and the 95% bootstrap interval."""
+    """'0.523±0.012 [0.50,0.55]': mean ± std over cells and the 95% bootstrap interval."""
     if not interval:
         return fmt(value)
-    spread = f" ±{interval['std']:.3f}" if interval.get("seeds", 1) > 1 else ""
-    return f"{interval['mean']:.3f}{spread} [{interval['low']:.3f}, {interval['high']:.3f}]"
+    spread = f"±{interval['std']:.3f}" if interval.get("seeds", 1) > 1 else ""
+    return f"{interval['mean']:.3f}{spread} [{interval['low']:.2f},{interval['high']:.2f}]"
 
 
 def comparison_rows(runs) -> list[list[str]]:
@@ -64,7 +64,7 @@ def difference_rows(run) -> list[list[str]]:
         for metric, header in (("acc", "ACC"), ("bwt", "BWT"), ("forgetting", "F")):
             d = by_metric[metric]
             mark = "*" if d["significant"] else ""
-            cells.append(f"{d['diff']:+.3f}{mark} [{d['low']:+.3f}, {d['high']:+.3f}]")
+            cells.append(f"{d['diff']:+.3f}{mark} [{d['low']:+.2f},{d['high']:+.2f}]")
             if d["significant"]:
                 verdicts.append(f"{header} {'higher' if d['diff'] > 0 else 'lower'} (p={d['p_value']:.3f})")
         cells.append("significant: " + ", ".join(verdicts) if verdicts else "no difference")

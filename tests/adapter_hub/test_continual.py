@@ -170,7 +170,8 @@ def test_inflora_leaves_the_stored_subspace_of_earlier_tasks_untouched(tiny_mode
         assert moved.abs().max() < 1e-6 * max(1.0, float(change.abs().max())), m
         assert float(change.abs().max()) > 1e-4  # task 2 did learn something in this layer
     # the stored basis after task 1 is GPM's on task 1's inputs, recomputed independently
-    examples, _ = strategy.encode(conflict[0])
+    examples = strategy._subspace_sample(strategy.encode(conflict[0])[0], 1)  # the seeded sample it used
+    assert len(examples) == 64
     m0 = next(iter(basis_1))
     fresh = make_strategy("inflora", tiny_model(), tokenizer, config(steps=60))
     fresh.learn(conflict[0], 1, [])
@@ -188,7 +189,7 @@ def test_inflora_trains_b_only(tiny_model, tokenizer, conflict):
     model = tiny_model()
     strategy = make_strategy("inflora", model, tokenizer, config(steps=30))
     strategy.learn(conflict[0], 1, [])
-    examples, _ = strategy.encode(conflict[1])
+    examples = strategy._subspace_sample(strategy.encode(conflict[1])[0], 2)
     m0 = next(iter(strategy.basis))
     cov = input_covariances(model, examples, tokenizer.pad_token_id, [m0])[m0]  # inc1 active, as in learn
     expected_A = down_projection(cov, strategy.basis[m0], 8).float()
@@ -205,6 +206,7 @@ def test_inflora_trains_b_only(tiny_model, tokenizer, conflict):
     ("inflora", {"threshold": 1.5}, r"parameter threshold must be in \(0, 1\]"),
     ("inflora", {"threshold": 0.0}, r"parameter threshold must be in \(0, 1\]"),
     ("inflora", {"rank": 3}, r"has no parameter\(s\) \['rank'\]"),
+    ("inflora", {"subspace_examples": 0}, "parameter subspace_examples must be an integer >= 1"),
     ("replay_gen", {"fraction": -0.1}, r"parameter fraction must be in \[0, 10\]"),
     ("replay_gen", {"top_p": 0.0}, r"parameter top_p must be in \(0, 1\]"),
     ("replay_gen", {"temperature": 0.0}, "parameter temperature must be > 0"),
