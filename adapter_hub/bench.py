@@ -70,6 +70,10 @@ class BenchConfig:
         if len({tuple(o) for o in self.orders}) != len(self.orders):
             raise ValueError("orders must be distinct")
 
+    def eval_config(self) -> EvalConfig:
+        """[eval] with max_length resolved: prompts are cut as training cut them unless it says otherwise."""
+        return dataclasses.replace(self.eval, max_length=self.eval.max_length or self.train.max_length)
+
     def cell_seeds(self) -> list[int]:
         return list(self.seeds) or [self.seed]
 
@@ -203,18 +207,20 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
         results = existing.results if "base_by_task" in (existing.results or {}) else None
     else:
         registry.create_run(name, config.to_dict())
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    model = load_base_model(config.base_model, device=device, dtype=dtype)
-    tokenizer = load_tokenizer(config.base_model)
+    registry.update_run(name, status="running")  # a resumed run is running again, not "failed"
     seeds, orders = config.cell_seeds(), config.cell_orders()
     single = len(seeds) == 1 and len(orders) == 1
-    if results is None:
-        results = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, "device": str(device),
-                   "dtype": dtype_name(dtype), "seeds": seeds, "orders": [[by_spec[s].name for s in o] for o in orders],
-                   "strategies": {}, "eval_seconds": 0.0}
-    run = _Run(registry, name, config, model, tokenizer, tasks, results, echo)
+    run = None
     try:
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        model = load_base_model(config.base_model, device=device, dtype=dtype)  # a failure here marks the run failed
+        tokenizer = load_tokenizer(config.base_model)
+        if results is None:
+            results = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, "device": str(device),
+                       "dtype": dtype_name(dtype), "seeds": seeds,
+                       "orders": [[by_spec[s].name for s in o] for o in orders], "strategies": {}, "eval_seconds": 0.0}
+        run = _Run(registry, name, config, model, tokenizer, tasks, results, echo)
         run.score_base()
         for spec in config.strategies:
             entry = results["strategies"].setdefault(spec.label, {"strategy": spec.name, "params": spec.params,
@@ -236,7 +242,8 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
         run.summarise(final=True)
         registry.update_run(name, status="done", results=results)
     except BaseException:
-        run.summarise()
+        if run is not None:
+            run.summarise()
         registry.update_run(name, status="failed", results=results)
         raise
     return registry.get_run(name)
@@ -249,6 +256,7 @@ class _Run:
         self.registry, self.name, self.config = registry, name, config
         self.model, self.tokenizer, self.tasks = model, tokenizer, tasks
         self.results, self.echo = results, echo
+        self.eval = config.eval_config()
         self._features: dict[str, Any] = {}
 
     def score_base(self) -> None:
@@ -257,7 +265,7 @@ class _Run:
         if "base_by_task" in self.results:
             return
         start = time.perf_counter()
-        scores = evaluate_states(self.model, self.tokenizer, self.tasks, {"base": None}, self.config.eval)
+        scores = evaluate_states(self.model, self.tokenizer, self.tasks, {"base": None}, self.eval)
         self.results["base"] = [scores["base"][t.name].accuracy for t in self.tasks]
         self.results["base_by_task"] = dict(zip(self.results["tasks"], self.results["base"]))
         self.results["eval_seconds"] += round(time.perf_counter() - start, 2)
@@ -275,10 +283,12 @@ class _Run:
                            on_step=hook)
         for i, (result, ref, seconds) in enumerate(zip(seq.steps, seq.refs, seq.seconds), start=1):
             self.registry.record_run_step(self.name, strategy=key, step=i, task=result.task, version=ref,
-                                          seconds=seconds if i > seq.resumed else None)
+                                          seconds=seconds or None)
         cell = {"seed": seed, "order": order, "tasks": [t.name for t in tasks], "states": seq.refs,
                 "train_seconds": round(sum(seq.seconds), 2), "resumed_steps": seq.resumed,
-                "losses": [r.train.summary() if r.train and r.train.losses else None for r in seq.steps]}
+                "step_seconds": [round(s, 2) for s in seq.seconds],
+                "losses": [r.train.summary() if r.train and r.train.losses else r.recorded.get("loss")
+                           for r in seq.steps]}
         self.echo(f"[{key}] evaluating {len(tasks)} states on {len(tasks)} tasks ...")
         start = time.perf_counter()
         cell.update(self._evaluate(spec, STRATEGIES[spec.name].per_task_states, seq, tasks))
@@ -300,7 +310,7 @@ class _Run:
                 states[f"oracle@{i}"] = oracle
             else:
                 states[f"@{i}"] = oracle if per_task else seq.steps[i - 1].state
-        scores = evaluate_states(self.model, self.tokenizer, tasks, states, self.config.eval)
+        scores = evaluate_states(self.model, self.tokenizer, tasks, states, self.eval)
         out: dict[str, Any] = {
             "matrix": [[scores[f"@{i}"][t.name].accuracy for t in tasks] for i in range(1, T + 1)],
             "correct": [[pack(scores[f"@{i}"][t.name].correct) if j < i else None for j, t in enumerate(tasks)]
@@ -330,7 +340,7 @@ class _Run:
 
         if task.name not in self._features:
             self._features[task.name] = features(self.model, self.tokenizer, [ex.text for ex in task.test],
-                                                 max_length=self.config.eval.max_length)
+                                                 max_length=self.eval.length)
         return self._features[task.name]
 
     def _routes(self, task, seq, learnt: int) -> list[int]:

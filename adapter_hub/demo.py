@@ -76,7 +76,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict:
                            note="TIES merge of the demo's per-task adapters, rank reduced")
     tasks = load_tasks(bench)
     model = load_base_model(config.base_model)
-    scores = evaluate_states(model, load_tokenizer(config.base_model), tasks, {"merged": merged}, bench.eval)
+    scores = evaluate_states(model, load_tokenizer(config.base_model), tasks, {"merged": merged}, bench.eval_config())
     merged_acc = [scores["merged"][t.name].accuracy for t in tasks]
     for t, acc in zip(tasks, merged_acc):
         reg.record_evaluation(version.ref, task=t.name, metric="accuracy", value=acc, dataset=t.fingerprint(),

@@ -38,6 +38,7 @@ from adapter_hub.models import decoder_and_head
 from adapter_hub.prompts import encode_prompt, encode_target
 
 CURRENT = "current"  # the key of a result scored on the model as it is (no routing)
+DEFAULT_MAX_LENGTH = 256  # tokens per prompt when neither the eval nor a training config says
 LOGITS_CHUNK = 2**24  # floats of logits materialised at once (64 MB in fp32), whatever the vocabulary
 
 
@@ -48,7 +49,9 @@ class EvalConfig:
     # Rows per forward = examples × states: 32 examples × 121 states would be ~3,900 rows of KV cache.
     # Fewer examples go in each forward when there are many states, so memory stays bounded.
     max_rows: int = 1024
-    max_length: int = 256  # must match training's so the model sees the format it learnt
+    # Must match training's so the model sees the format it learnt: None = the training max_length
+    # where one is known (bench runs), else 256.
+    max_length: int | None = None
     max_new_tokens: int | None = None  # generate: default = longest label + 2 (or 32 for free text)
     # Encode the tokens all prompts of a task start with (the instruction) once per state and reuse
     # their KV cache: same scores up to float rounding, ~half the prompt compute on short inputs.
@@ -61,6 +64,12 @@ class EvalConfig:
             raise ValueError("batch_size must be >= 1")
         if self.max_rows < 1:
             raise ValueError("max_rows must be >= 1")
+        if self.max_length is not None and self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8 (or unset), got {self.max_length}")
+
+    @property
+    def length(self) -> int:
+        return self.max_length or DEFAULT_MAX_LENGTH
 
 
 @dataclass
@@ -121,7 +130,7 @@ def score(
     reserve = _answer_budget(tokenizer, task, config)
     prompts, truncated = [], 0
     for ex in examples:
-        ids, cut = encode_prompt(tokenizer, task, ex.text, config.max_length, reserve=reserve)
+        ids, cut = encode_prompt(tokenizer, task, ex.text, config.length, reserve=reserve)
         prompts.append(ids)
         truncated += cut
     order = sorted(range(len(examples)), key=lambda e: len(prompts[e]))  # length buckets: little padding

@@ -84,6 +84,7 @@ def load_base_model(
     resolve_dtype setting; None = fp32)."""
     if isinstance(dtype, str):
         dtype = resolve_dtype(dtype, device)
+    quiet_progress_unless_tty()
     if name_or_path in TINY_CONFIGS:
         model = _tiny_model(name_or_path)
     elif name_or_path == SMOLLM2:
@@ -93,6 +94,17 @@ def load_base_model(
     if dtype is not None:
         model = model.to(dtype)
     return model.to(device).eval()
+
+
+def quiet_progress_unless_tty() -> None:
+    """transformers' loading bars redraw with carriage returns: fine on a terminal, garbage in a log
+    file or CI. Off unless stderr is a terminal."""
+    import sys
+
+    if not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:

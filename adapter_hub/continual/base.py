@@ -51,6 +51,8 @@ class StepResult:
     # The adapters the state was computed from (merge: every component so far); once they are
     # registered, the state's lineage names them instead of the previous state.
     state_inputs: list[LoraAdapter] = field(default_factory=list)
+    # For a step reloaded from the registry: what its registration recorded (loss summary, seconds).
+    recorded: dict[str, Any] = field(default_factory=dict)
 
 
 class Strategy:

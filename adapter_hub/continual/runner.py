@@ -56,17 +56,18 @@ def run_sequence(
         strat.restore([s for s, _ in done], tasks[:len(done)])
         out.steps = [s for s, _ in done]
         out.refs = [r for _, r in done]
-        out.seconds = [0.0] * len(done)
+        out.seconds = [s.recorded.get("seconds") or 0.0 for s, _ in done]  # as timed when they were trained
         out.resumed = len(done)
     for step, task in enumerate(tasks[len(done):], start=len(done) + 1):
         start = time.perf_counter()
         result = strat.learn(task, step, tasks[:step - 1])
+        seconds = time.perf_counter() - start
         ref = None
         if registry is not None:
-            ref = _register(registry, run, strat, result, out.refs, config, tasks)
+            ref = _register(registry, run, strat, result, out.refs, config, tasks, seconds)
         out.steps.append(result)
         out.refs.append(ref)
-        out.seconds.append(time.perf_counter() - start)
+        out.seconds.append(seconds)
         if on_step is not None:
             on_step(result, ref)
     for name in list_adapters(model):  # leave the model as we found it
@@ -79,7 +80,7 @@ def _tags(run: str, strategy: str, step: int, role: str) -> dict[str, str]:
 
 
 def _register(registry, run: str, strat, result: StepResult, refs: list[str | None], config: ContinualConfig,
-              tasks: Sequence[Task]) -> str:
+              tasks: Sequence[Task], seconds: float | None = None) -> str:
     task = tasks[result.step - 1]
     previous = refs[-1] if refs else None
     history = [{"task": t.name, "spec": t.spec(), "ref": r} for t, r in zip(tasks[:result.step], [*refs, None])]
@@ -89,6 +90,7 @@ def _register(registry, run: str, strat, result: StepResult, refs: list[str | No
         "lora": config.lora.to_dict(), "train": config.train.to_dict(), "seed": config.seed,
         "loss": result.train.summary() if result.train else None, "info": result.info,
         "base_dtype": str(next(strat.model.parameters()).dtype).removeprefix("torch."),
+        "seconds": None if seconds is None else round(seconds, 3),  # the step's training time
     }
     for component in result.components:  # registered first, so the merged state's lineage names them
         version = registry.register(component, task=task.name, metadata={**metadata, "role": "component"},
@@ -121,7 +123,9 @@ def _reload(registry, info, run: str, strategy: str, step: int) -> tuple[StepRes
     components = [registry.load(c.ref) for c in
                   registry.search(task=info.task, tag=_tags(run, strategy, step, "component"))]
     train = TrainResult(steps=(info.metadata.get("loss") or {}).get("steps", 0))
-    return StepResult(info.task, step, state, train, components, info.metadata.get("info", {})), info.ref
+    recorded = {"loss": info.metadata.get("loss"), "seconds": info.metadata.get("seconds")}
+    return StepResult(info.task, step, state, train, components, info.metadata.get("info", {}),
+                      recorded=recorded), info.ref
 
 
 def load_chain(registry, ref: str) -> tuple[str, dict[str, Any], list[Task], list[tuple[StepResult, str]]]:

@@ -131,6 +131,11 @@ def test_interrupted_run_resumes_to_the_same_matrix(tmp_path):
     cells = {label: resumed.results["strategies"][label]["cells"][label] for label in ("seq", "per_task")}
     assert cells["seq"]["resumed_steps"] == 0  # evaluated before the stop: kept as stored, not redone
     assert cells["per_task"]["resumed_steps"] == 1  # stopped inside: its first step reloaded, not retrained
+    # the reloaded step keeps the loss summary and the time it was trained in, as recorded
+    first = reference.results["strategies"]["per_task"]["cells"]["per_task"]
+    reloaded = {k: v for k, v in cells["per_task"]["losses"][0].items() if k != "seconds"}
+    assert reloaded == {k: v for k, v in first["losses"][0].items() if k != "seconds"} and reloaded["steps"] == 40
+    assert cells["per_task"]["step_seconds"][0] > 0
     assert len(reg.versions("topic")) == len(Registry.open(tmp_path / "a").versions("topic"))  # nothing retrained twice
     # the same name with an edited config is refused, naming what changed (not "already done" + old numbers)
     edited = {**raw, "train": {**raw["train"], "steps": 5}, "max_test": 20}
@@ -273,3 +278,32 @@ def test_bad_seeds_and_orders_are_refused():
         BenchConfig.from_dict({**base, "orders": [["builtin:topic", "builtin:animal"]] * 2})
     with pytest.raises(ValueError, match="seeds must be a list of integers"):
         BenchConfig.from_dict({**base, "seeds": "1"})
+
+
+def test_a_run_whose_model_fails_to_load_is_marked_failed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reg = Registry.open(tmp_path / "r")
+    raw = {"name": "broken", "tasks": ["builtin:topic"], "base_model": "no-such-org/no-such-model",
+           "strategies": [{"name": "seq"}]}
+    with pytest.raises(Exception, match="no-such-org/no-such-model"):
+        run_bench(BenchConfig.from_dict(raw), reg, echo=lambda m: None)
+    assert reg.get_run("broken").status == "failed"  # not "running" forever
+
+
+def test_evaluation_cuts_prompts_as_training_did_unless_told():
+    base = {"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "train": {"max_length": 96}}
+    assert BenchConfig.from_dict(base).eval_config().max_length == 96
+    assert BenchConfig.from_dict({**base, "eval": {"max_length": 200}}).eval_config().max_length == 200
+    from adapter_hub.evaluate import EvalConfig
+
+    assert EvalConfig().length == 256  # standalone scoring with no training config to follow
+
+
+def test_loading_bars_are_off_when_stderr_is_not_a_terminal():
+    from transformers.utils import logging as hf_logging
+
+    from adapter_hub.models import load_base_model
+
+    hf_logging.enable_progress_bar()
+    load_base_model("tiny-llama")  # under pytest's capture stderr is not a terminal
+    assert not hf_logging.is_progress_bar_enabled()
