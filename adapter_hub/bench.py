@@ -141,7 +141,9 @@ def load_tasks(config: BenchConfig):
 
 
 def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """'key: old -> new' for every setting that differs (nested keys dotted; the run's name excluded)."""
+    """'key: old -> new' for every setting that differs (nested keys dotted; the run's name excluded).
+    A setting the stored config does not have at all (added to adapter-hub after the run started)
+    counts as unchanged when it is unset or empty now: a newer version can resume an older run."""
     def flat(d: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(d, dict):
             return {k: v for key, value in d.items() if not (prefix == "" and key == "name")
@@ -151,8 +153,9 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]
     import json
 
     old, new = flat(json.loads(json.dumps(stored))), flat(json.loads(json.dumps(current)))
+    added_and_empty = {k for k, v in new.items() if k not in old and v in (None, [], {}, "")}
     return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
+            if old.get(k) != new.get(k) and k not in added_and_empty]
 
 
 def free_run_name(registry, name: str) -> str:

@@ -40,10 +40,14 @@ class Incremental(Strategy):
                             description=f"{self.name} {task.name}")
         info = {"orthogonality": orthogonality(self.model, self.components, new)} if self.components else {}
         self.components.append(new)
+        return StepResult(task.name, step, self.summed_state(step, task), result, info=info)
+
+    def summed_state(self, step: int, task) -> LoraAdapter:
+        """The exact sum of every component so far, recording each one's ranks for restore()."""
         parts = [LoraAdapter.from_model(self.model, n) for n in self.components]
         state = ops.add(*parts) if len(parts) > 1 else parts[0]
         state.provenance = self.train_provenance(step, task, components=[p.ranks for p in parts])
-        return StepResult(task.name, step, state, result, info=info)
+        return state
 
     def restore(self, steps, history):
         state = steps[-1].state

@@ -28,11 +28,10 @@ from collections.abc import Sequence
 
 import torch
 
-from adapter_hub import ops
 from adapter_hub.adapter import LoraAdapter
 from adapter_hub.continual.base import StepResult
-from adapter_hub.continual.inc import Incremental, component_name, split_component
-from adapter_hub.lora import attach, lora_layers, set_active
+from adapter_hub.continual.inc import Incremental, component_name
+from adapter_hub.lora import lora_layers, set_active
 from adapter_hub.ops.align import from_factors
 from adapter_hub.prompts import Encoded
 from adapter_hub.train import collate
@@ -152,9 +151,7 @@ class InfLoRA(Incremental):
         for m in modules:
             self.basis[m] = grow_basis(after[m], self.basis.get(m), float(self.params["threshold"]))
         self.components.append(new)
-        parts = [LoraAdapter.from_model(self.model, n) for n in self.components]
-        state = ops.add(*parts) if len(parts) > 1 else parts[0]
-        state.provenance = self.train_provenance(step, task, components=[p.ranks for p in parts])
+        state = self.summed_state(step, task)
         dims = [int(b.shape[1]) for b in self.basis.values()]
         info = {"subspace_dims": {"mean": sum(dims) / len(dims), "min": min(dims), "max": max(dims)}}
         return StepResult(task.name, step, state, result, components=[self.basis_adapter(state)], info=info)
@@ -176,11 +173,7 @@ class InfLoRA(Incremental):
         return adapter
 
     def restore(self, steps, history):
-        state = steps[-1].state
-        for i, ranks in enumerate(state.provenance["components"], start=1):
-            attach(self.model, split_component(state, ranks, i, state.provenance["components"]),
-                   name=component_name(i), activate="add", trainable=False)
-            self.components.append(component_name(i))
+        super().restore(steps, history)  # the frozen components
         stored = next(c for c in steps[-1].components if c.provenance.get("op") == "subspace")
         device = next(self.model.parameters()).device
         self.basis = {m: f.A.T.contiguous().to(device=device, dtype=torch.float32) for m, f in stored.modules.items()}

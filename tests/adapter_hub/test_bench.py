@@ -188,29 +188,11 @@ def test_unknown_strategy_and_bad_data_fail_before_anything_is_written(tmp_path)
     assert reg.list_runs() == []  # refused before the run row exists
 
 
-CELLS = """
-name = "cells"
-base_model = "tiny-llama"
-tasks = ["builtin:topic", "builtin:animal"]
-max_train = 96
-max_test = 40
-seeds = [3, 4]
-orders = [["builtin:topic", "builtin:animal"], ["builtin:animal", "builtin:topic"]]
-[lora]
-r = 4
-[train]
-steps = 25
-lr = 3e-3
-batch_size = 16
-max_length = 96
-progress = false
-[eval]
-batch_size = 16
-[[strategies]]
-name = "seq"
-[[strategies]]
-name = "per_task"
-"""
+CELLS = (CONFIG.format(name="cells")  # the same budget, two tasks with different inputs, 2 seeds x 2 orders
+         .replace('tasks = ["builtin:topic", "builtin:sentiment"]', 'tasks = ["builtin:topic", "builtin:animal"]\n'
+                  'seeds = [3, 4]\norders = [["builtin:topic", "builtin:animal"], ["builtin:animal", "builtin:topic"]]')
+         .replace("max_train = 128", "max_train = 96").replace("max_test = 48", "max_test = 40")
+         .replace("steps = 40", "steps = 25").replace('[[strategies]]\nname = "mtl"\n', ""))
 
 
 def test_seeds_and_orders_give_cells_intervals_and_paired_differences(tmp_path):
@@ -307,3 +289,12 @@ def test_loading_bars_are_off_when_stderr_is_not_a_terminal():
     hf_logging.enable_progress_bar()
     load_base_model("tiny-llama")  # under pytest's capture stderr is not a terminal
     assert not hf_logging.is_progress_bar_enabled()
+
+
+def test_settings_added_after_a_run_started_do_not_block_its_resume():
+    from adapter_hub.bench import config_changes
+
+    stored = {"name": "r", "seed": 0, "train": {"steps": 40}}
+    assert config_changes(stored, {"name": "r2", "seed": 0, "train": {"steps": 40}, "seeds": [], "orders": []}) == []
+    assert config_changes(stored, {"seed": 0, "train": {"steps": 40}, "seeds": [1, 2]}) == ["seeds: '(unset)' -> [1, 2]"]
+    assert config_changes(stored, {"seed": 1, "train": {"steps": 40}}) == ["seed: 0 -> 1"]
