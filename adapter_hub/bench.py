@@ -252,6 +252,12 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
     return registry.get_run(name)
 
 
+def _router_accuracy(learnt, routes: dict[str, list[int]]) -> float:
+    """Fraction of the learnt tasks' test examples sent to their own task's adapter."""
+    hits = sum(sum(c == j for c in routes[task.name]) for j, task in enumerate(learnt))
+    return hits / sum(len(routes[task.name]) for task in learnt)
+
+
 class _Run:
     """The pieces of one benchmark run that its cells share: model, tasks, cached test features."""
 
@@ -305,11 +311,12 @@ class _Run:
         T = len(tasks)
         router = spec.params.get("router", "oracle") if per_task else None
         states: dict[str, Any] = {}
+        routes: dict[int, dict[str, list[int]]] = {}  # step -> task -> the step whose adapter each example gets
         for i in range(1, T + 1):
             oracle = {t.name: (seq.steps[j].state if j < i else None) for j, t in enumerate(tasks)}
             if router == "prototype":
-                states[f"@{i}"] = Routed({t.name: [seq.steps[c].state for c in self._routes(t, seq, i)]
-                                          for t in tasks})
+                routes[i] = {t.name: self._routes(t, seq, i) for t in tasks}
+                states[f"@{i}"] = Routed({name: [seq.steps[c].state for c in chosen] for name, chosen in routes[i].items()})
                 states[f"oracle@{i}"] = oracle
             else:
                 states[f"@{i}"] = oracle if per_task else seq.steps[i - 1].state
@@ -332,7 +339,7 @@ class _Run:
                                                     context=f"{spec.name}: the task's own adapter (task id given)")
         if router == "prototype":
             oracle_R = [[scores[f"oracle@{i}"][t.name].accuracy for t in tasks] for i in range(1, T + 1)]
-            routed_right = [self._router_accuracy(tasks, seq, i) for i in range(1, T + 1)]
+            routed_right = [_router_accuracy(tasks[:i], routes[i]) for i in range(1, T + 1)]
             acc, oracle_acc = sum(out["matrix"][-1]) / T, sum(oracle_R[-1]) / T
             out["router"] = {"name": "prototype", "accuracy": routed_right, "oracle_matrix": oracle_R,
                              "oracle_acc": oracle_acc, "acc_over_oracle": acc / oracle_acc if oracle_acc else None}
@@ -352,15 +359,6 @@ class _Run:
 
         prototypes = [Prototype.from_dict(seq.steps[j].info["prototype"]) for j in range(learnt)]
         return route(self._test_features(task), prototypes)
-
-    def _router_accuracy(self, tasks, seq, learnt: int) -> float:
-        """Fraction of the learnt tasks' test examples sent to their own task's adapter."""
-        hits = total = 0
-        for j, task in enumerate(tasks[:learnt]):
-            chosen = self._routes(task, seq, learnt)
-            hits += sum(c == j for c in chosen)
-            total += len(chosen)
-        return hits / total
 
     def summarise(self, final: bool = False) -> None:
         """Recompute every strategy's summary, intervals and the differences against the baseline."""

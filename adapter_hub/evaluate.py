@@ -13,8 +13,9 @@ reused by every batch (shared_prefix), so an example pays only for its own input
 
 Multi-state evaluation: pass `states=[...]` (adapter names attached to the model, None = bare base)
 and every test example is scored under every state in the same batches, each row routed to its own
-adapter (lora.route), so one pass over the test set serves all states. Rows are laid out state by
-state, so the shared instruction's cache (one row per state) expands to a batch by repeating rows.
+adapter (lora.route), so one pass over the test set serves all states. A state may also pick an
+adapter per example (PerExample: a router's choices). The shared instruction's cache is computed
+once per adapter used and each batch row continues from its own adapter's copy.
 """
 
 from __future__ import annotations
@@ -148,12 +149,11 @@ def score(
                 chunk = [(e, s) for s in range(len(keys)) for e in order[start:start + per_forward]]
                 batch_prompts = [prompts[e][head_len:] for e, _ in chunk]
                 row_states = [_row_adapter(keys[s], e) for e, s in chunk] if routed else None
-                rows = prefix.rows_for(row_states) if prefix is not None else None
                 if config.scorer == "loglik":
-                    preds = _rank_labels(model, tokenizer, task.labels, batch_prompts, row_states, prefix, rows)
+                    preds = _rank_labels(model, tokenizer, task.labels, batch_prompts, row_states, prefix)
                 else:
                     preds = _greedy(model, tokenizer, batch_prompts, row_states,
-                                    config.max_new_tokens or reserve, prefix, rows)
+                                    config.max_new_tokens or reserve, prefix)
                 predictions.update(zip(chunk, preds))
     finally:
         model.train(was_training)
@@ -300,7 +300,8 @@ def _autocast(model: nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-def _prompt_pass(model, pad_id: int, prompts, prefix: _Prefix | None, rows: list[int] | None = None):
+def _prompt_pass(model, pad_id: int, prompts, prefix: _Prefix | None,
+                 row_states: Sequence[str | None] | None = None):
     """Run the (left-padded) prompts after the shared prefix; hidden states, cache, mask, positions.
 
     With a prefix, a row reads [prefix][padding][own tokens]: the mask hides the padding in the
@@ -311,15 +312,14 @@ def _prompt_pass(model, pad_id: int, prompts, prefix: _Prefix | None, rows: list
     ids, mask, positions = _left_pad(prompts, pad_id, device)
     cache = None
     if prefix is not None:
-        cache = prefix.expand(rows if rows is not None else [0], ids.shape[0])
+        cache = prefix.expand(prefix.rows_for(row_states), ids.shape[0])
         mask = torch.cat([torch.ones((ids.shape[0], prefix.length), dtype=mask.dtype, device=device), mask], 1)
         positions = positions + prefix.length
     hidden, cache = _run(model, ids, mask, positions, cache)
     return hidden, cache, mask, positions
 
 
-def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states, prefix: _Prefix | None = None,
-                 rows: list[int] | None = None) -> list[str]:
+def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states, prefix: _Prefix | None = None) -> list[str]:
     device = next(model.parameters()).device
     cands = [encode_target(tokenizer, label, eos=False) for label in labels]
     K, L = len(cands), max(map(len, cands))
@@ -330,7 +330,7 @@ def _rank_labels(model, tokenizer, labels: list[str], prompts, row_states, prefi
         cand_mask[k, :len(c)] = 1
     cand_ids, cand_mask = cand_ids.to(device), cand_mask.to(device)
     with _maybe_route(model, row_states):
-        hidden, cache, mask, positions = _prompt_pass(model, tokenizer.pad_token_id, prompts, prefix, rows)
+        hidden, cache, mask, positions = _prompt_pass(model, tokenizer.pad_token_id, prompts, prefix, row_states)
     N = hidden.shape[0]
     total = _next_token_logprobs(model, hidden[:, -1])[:, cand_ids[:, 0]]  # (N, K): log p(c_0 | prompt)
     if L > 1:
@@ -383,15 +383,14 @@ def _packed_candidates(model, cands: list[list[int]], cache, mask, positions) ->
     return torch.zeros((N, K), dtype=logp.dtype, device=device).index_add_(1, seg, logp)
 
 
-def _greedy(model, tokenizer, prompts, row_states, max_new_tokens: int, prefix: _Prefix | None = None,
-            rows: list[int] | None = None) -> list[str]:
+def _greedy(model, tokenizer, prompts, row_states, max_new_tokens: int, prefix: _Prefix | None = None) -> list[str]:
     device = next(model.parameters()).device
     N = len(prompts)
     eos = tokenizer.eos_token_id
     generated = torch.full((N, max_new_tokens), eos, dtype=torch.long, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
     with _maybe_route(model, row_states):
-        hidden, cache, mask, positions = _prompt_pass(model, tokenizer.pad_token_id, prompts, prefix, rows)
+        hidden, cache, mask, positions = _prompt_pass(model, tokenizer.pad_token_id, prompts, prefix, row_states)
         pos = positions[:, -1:]
         for t in range(max_new_tokens):
             next_ids = _next_token_logprobs(model, hidden[:, -1]).argmax(dim=-1)  # (N,)

@@ -29,6 +29,12 @@ def l1_of_update(pairs) -> torch.Tensor:
 NEGLIGIBLE = 1e-2  # an entry below 1% of its update's largest |entry| counts as unchanged
 
 
+def _changed(layer, name: str, tolerance: float) -> torch.Tensor:
+    """Entries of the adapter's ΔW = B·A above `tolerance` × its largest |entry| in this layer."""
+    d = (layer.lora_B[name] @ layer.lora_A[name]).abs()
+    return d > tolerance * float(d.max().clamp(min=1e-30))
+
+
 def collision(model, previous: list[str], new: str, tolerance: float = NEGLIGIBLE) -> float:
     """Fraction of the new update's non-negligible entries that an earlier component also changes
     (both |ΔW| above `tolerance` × that update's largest entry)."""
@@ -37,13 +43,11 @@ def collision(model, previous: list[str], new: str, tolerance: float = NEGLIGIBL
         for _, layer in lora_layers(model):
             if new not in layer.lora_A:
                 continue
-            new_delta = (layer.lora_B[new] @ layer.lora_A[new]).abs()
-            mine = new_delta > tolerance * float(new_delta.max().clamp(min=1e-30))
+            mine = _changed(layer, new, tolerance)
             others = torch.zeros_like(mine)
             for n in previous:
                 if n in layer.lora_A:
-                    d = (layer.lora_B[n] @ layer.lora_A[n]).abs()
-                    others |= d > tolerance * float(d.max().clamp(min=1e-30))
+                    others |= _changed(layer, n, tolerance)
             hit += int((mine & others).sum())
             total += int(mine.sum())
     return hit / total if total else 0.0
@@ -79,7 +83,7 @@ def sparsity(model, name: str, tolerance: float = NEGLIGIBLE) -> float:
     with torch.no_grad():
         for _, layer in lora_layers(model):
             if name in layer.lora_A:
-                d = (layer.lora_B[name] @ layer.lora_A[name]).abs()
-                small += int((d < tolerance * float(d.max().clamp(min=1e-30))).sum())
-                total += d.numel()
+                changed = _changed(layer, name, tolerance)
+                small += int((~changed).sum())
+                total += changed.numel()
     return small / total if total else 0.0
