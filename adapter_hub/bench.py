@@ -11,6 +11,7 @@ stopped: registered steps are reloaded, the evaluation is redone (it is determin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,6 +159,25 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]
             if old.get(k) != new.get(k) and k not in added_and_empty]
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """adapter-hub's version, with the git commit (and "-dirty") when it runs from a checkout. Stored
+    with every cell: a run resumed over several sessions shows which code produced which cells."""
+    import subprocess
+
+    import adapter_hub
+
+    here = Path(adapter_hub.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return adapter_hub.__version__
+    return f"{adapter_hub.__version__}+g{commit}{'-dirty' if dirty else ''}"
+
+
 def free_run_name(registry, name: str) -> str:
     """`name` if no run has it, else name-2, name-3, ... (for `bench run --new-run`)."""
     from registry.errors import RefError
@@ -293,7 +313,7 @@ class _Run:
         for i, (result, ref, seconds) in enumerate(zip(seq.steps, seq.refs, seq.seconds), start=1):
             self.registry.record_run_step(self.name, strategy=key, step=i, task=result.task, version=ref,
                                           seconds=seconds or None)
-        cell = {"seed": seed, "order": order, "tasks": [t.name for t in tasks], "states": seq.refs,
+        cell = {"seed": seed, "order": order, "tasks": [t.name for t in tasks], "states": seq.refs, "code": code_version(),
                 "train_seconds": round(sum(seq.seconds), 2), "resumed_steps": seq.resumed,
                 "step_seconds": [round(s, 2) for s in seq.seconds],
                 "losses": [r.train.summary() if r.train and r.train.losses else r.recorded.get("loss")

@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 from registry import housekeeping, queries, runs
 from registry.adapter_format import EXPORT_MANIFEST, inspect_folder
-from registry.db import (check_schema, check_sqlite_file, current_revision, has_tables, make_engine, session_scope,
+from registry.db import (check_schema, check_sqlite_file, current_revision, describe, has_tables, make_engine,
+                         session_scope,
                          upgrade)
 from registry.errors import DuplicateVersionError, RefError, RegistryError
 from registry.models import alias as A
@@ -574,6 +575,24 @@ class Registry:
             if s.execute(select(runs.R.c.id).where(runs.R.c.name == name)).first():
                 raise RegistryError(f"a benchmark run named {name!r} exists; resume it or pick another name")
             runs.create_run(s, name, config)
+            return runs.get_run(s, name)
+
+    def export_run(self, run: str | int) -> dict[str, Any]:
+        """The run as one JSON-ready document (config, status, results with every cell) for import_run."""
+        return runs.export_document(self.get_run(run), source=describe(self.engine))
+
+    def import_run(self, document: Mapping[str, Any], *, name: str | None = None) -> runs.RunInfo:
+        """Recreate an exported run here (under `name`, default its own). Its finished cells come back
+        as they were, so `bench run` with the same config resumes it with the cells still to do; the
+        adapter versions the cells name are not copied (they stay in the registry they were trained in)."""
+        stored_name, status, config, results = runs.check_document(document)
+        name = name or stored_name
+        check_name(name, "run")
+        config, results = _json_object(config, "run config"), _json_object(results, "run results")
+        with session_scope(self.engine, write=True) as s:
+            if s.execute(select(runs.R.c.id).where(runs.R.c.name == name)).first():
+                raise RegistryError(f"a benchmark run named {name!r} exists here; import it under another name")
+            runs.create_run(s, name, config, status=status, results=results)
             return runs.get_run(s, name)
 
     def update_run(self, run: str | int, *, status: str | None = None, results: Mapping[str, Any] | None = None) -> None:

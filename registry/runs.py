@@ -58,10 +58,44 @@ def run_id(session: Session, run: str | int) -> int:
     return rid
 
 
-def create_run(session: Session, name: str, config: dict[str, Any]) -> int:
+def create_run(session: Session, name: str, config: dict[str, Any], *, status: str = "running",
+               results: dict[str, Any] | None = None) -> int:
     now = utcnow()
-    return session.execute(insert(R).values(name=name, status="running", config=config, results={},
+    return session.execute(insert(R).values(name=name, status=status, config=config, results=results or {},
                                             created_at=now, updated_at=now)).inserted_primary_key[0]
+
+
+# A run moved between registries (another machine, a teammate, a later session on a fresh disk)
+# travels as one JSON document: config, status and results, cells included. The adapter versions
+# its cells name stay in the registry they were trained in; the document says where that was.
+EXPORT_FORMAT = "adapter-hub-bench-run"
+EXPORT_VERSION = 1
+
+
+def export_document(info: RunInfo, source: str) -> dict[str, Any]:
+    return {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "name": info.name, "status": info.status,
+            "created_at": info.created_at.isoformat(), "exported_from": source, "config": info.config,
+            "results": info.results, "steps": [asdict(step) for step in info.steps]}
+
+
+def check_document(doc: Any) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """(name, status, config, results) of an exported run, or ValueError naming what is wrong."""
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"not an exported benchmark run (expected \"format\": \"{EXPORT_FORMAT}\")")
+    if doc.get("format_version") != EXPORT_VERSION:
+        raise ValueError(f"exported run has format_version {doc.get('format_version')!r}; this version reads "
+                         f"{EXPORT_VERSION}")
+    for key in ("name", "status"):
+        if not isinstance(doc.get(key), str):
+            raise ValueError(f"exported run: {key} must be a string")
+    for key in ("config", "results"):
+        if not isinstance(doc.get(key), dict):
+            raise ValueError(f"exported run: {key} must be an object")
+    status = doc["status"]
+    if status not in STATUSES:
+        raise ValueError(f"exported run: status must be one of {STATUSES}, got {status!r}")
+    # Nothing is running it here: an exported "running" run was interrupted (it resumes like one).
+    return doc["name"], "failed" if status == "running" else status, doc["config"], doc["results"]
 
 
 def update_run(session: Session, run: str | int, *, status: str | None = None,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -92,6 +93,10 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
     tasks = info.results.get("tasks") or []
     click.echo(f"run {info.name}: {info.status}; base model {info.config.get('base_model')}; "
                f"scorer {info.results.get('scorer')}")
+    versions = Counter(cell.get("code", "unrecorded") for entry in (info.results.get("strategies") or {}).values()
+                       for cell in (entry.get("cells") or {}).values())
+    if len(versions) > 1:
+        click.echo("cells come from different code: " + ", ".join(f"{v} ({n})" for v, n in versions.most_common()))
     for label, entry in (info.results.get("strategies") or {}).items():
         if "matrix" not in entry:
             click.echo(f"{label}: no cell evaluated yet")
@@ -142,6 +147,44 @@ def bench_report(ctx: Context, run: str, out: Path, force: bool) -> None:
 
     for path in write_report(ctx.registry().get_run(run), out, force=force):
         click.echo(str(path))
+
+
+@bench.command("export")
+@click.argument("run")
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def bench_export(ctx: Context, run: str, dest: Path) -> None:
+    """Write RUN (config, status, every cell's results) as one JSON file DEST, for `bench import`.
+
+    The adapter versions named in the cells are not included (export them with `adapter-hub export`).
+    Example: adapter-hub bench export my-run my-run.json"""
+    import json
+
+    if dest.exists():
+        raise click.UsageError(f"{dest} exists; pick a new file name")
+    document = ctx.registry().export_run(run)
+    dest.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+    cells = sum(len(e.get("cells") or {}) for e in (document["results"].get("strategies") or {}).values())
+    click.echo(f"exported run {document['name']} ({document['status']}, {cells} cells) to {dest}", err=True)
+
+
+@bench.command("import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", help="Import under this name (default: the exported run's).")
+@pass_ctx
+def bench_import(ctx: Context, source: Path, name: str | None) -> None:
+    """Recreate an exported run from SOURCE here. Running `bench run` with the same config then
+    resumes it: finished cells are kept as they were, only the missing ones are trained.
+
+    Example: adapter-hub bench import my-run.json"""
+    import json
+
+    try:
+        document = json.loads(source.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.UsageError(f"{source} is not JSON: {exc}")
+    info = ctx.registry(create=True).import_run(document, name=name)
+    click.echo(f"imported run {info.name} ({info.status})", err=True)
 
 
 def _print_comparison(runs) -> None:

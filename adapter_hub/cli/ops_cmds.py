@@ -11,7 +11,8 @@ import click
 from adapter_hub.cli import Context, cli, compute_options, pass_ctx
 
 # Kept in step with adapter_hub.ops.METHODS by a test; listed here so `--help` needs no torch import.
-METHOD_NAMES = ["cat", "dare_linear", "dare_ties", "linear", "magnitude_prune", "task_arithmetic", "ties"]
+METHOD_NAMES = ["cat", "dare_linear", "dare_ties", "iso_c", "iso_cts", "knots_ties", "linear", "magnitude_prune",
+                "task_arithmetic", "ties", "tsv"]
 
 
 def _output_options(fn):
@@ -62,6 +63,21 @@ def _weights(text: str | None, n: int) -> list[float] | None:
     return values
 
 
+def _method_params(pairs: tuple[str, ...]) -> dict[str, float | str]:
+    out: dict[str, float | str] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--param")
+        if name in out:
+            raise click.BadParameter(f"{name} given twice", param_hint="--param")
+        try:
+            out[name] = float(text)
+        except ValueError:
+            out[name] = text  # a choice (the method checks it)
+    return out
+
+
 @cli.command()
 @click.argument("refs", nargs=-1, required=True)
 @click.option("--method", default="linear", show_default=True, type=click.Choice(METHOD_NAMES),
@@ -74,6 +90,9 @@ def _weights(text: str | None, n: int) -> list[float] | None:
               "count (paper, PEFT; default) or by the agreeing weights' signed sum (mergekit).")
 @click.option("--elect", type=click.Choice(["unweighted", "weighted"]), help="TIES/DARE-TIES sign election on the "
               "trimmed task vectors (paper, PEFT; default) or on the weighted ones (mergekit).")
+@click.option("--param", "extra", multiple=True, metavar="NAME=VALUE", help="Another parameter of the method "
+              "(repeatable), e.g. --param alpha=1.2 (iso_c, iso_cts, tsv), --param common_fraction=0.8 (iso_cts), "
+              "--param keep=0.5 (tsv).")
 @click.option("--seed", default=0, show_default=True, help="Seed for DARE's random masks.")
 @click.option("--rank", type=int, help="Reduce the result to this rank (optimal, factored SVD).")
 @click.option("--energy", type=float, help="Reduce each module to keep this fraction of squared norm.")
@@ -83,8 +102,8 @@ def _weights(text: str | None, n: int) -> list[float] | None:
 @_output_options
 @compute_options
 @pass_ctx
-def merge(ctx: Context, refs, method, weights, density, lam, divisor, elect, seed, rank, energy, space, allow_partial,
-          task, out, force, note) -> None:
+def merge(ctx: Context, refs, method, weights, density, lam, divisor, elect, extra, seed, rank, energy, space,
+          allow_partial, task, out, force, note) -> None:
     """Merge the adapters REF... with a published method and register the result.
 
     Each method takes only its own options (an option it does not take is an error).
@@ -92,7 +111,7 @@ def merge(ctx: Context, refs, method, weights, density, lam, divisor, elect, see
     _require_destination(task, out, force)
     from adapter_hub import ops
 
-    options = dict(density=density, lam=lam, divisor=divisor, elect=elect)
+    options = dict(density=density, lam=lam, divisor=divisor, elect=elect, options=_method_params(extra))
     ops.method_params(method, **options)  # before anything is loaded
     reg = ctx.registry()
     adapters = [reg.load(ref) for ref in refs]

@@ -15,7 +15,7 @@ both spaces; TIES/DARE do not (their thresholds and masks see other coordinates)
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -42,15 +42,17 @@ def merge(
     energy: float | None = None,
     space: str = "dense",
     allow_partial: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> LoraAdapter:
     """Merge adapters with a named method (see ops.METHODS); optionally reduce to `rank` or `energy`.
 
-    Each method takes only the parameters it declares (density, lam, divisor, elect): giving another
-    one is an error naming what it takes. Without rank/energy, factored methods are exact (rank
+    Each method takes only the parameters it declares (density, lam, divisor, elect, and by name in
+    `options` the others, e.g. {"alpha": 1.2} for iso_c): giving another one is an error naming what
+    it takes. Without rank/energy, factored methods are exact (rank
     Σ r_i), and masked methods keep rank Σ r_i (capped by the layer size).
     """
     spec = get_method(method)
-    params = method_params(method, density=density, lam=lam, divisor=divisor, elect=elect)
+    params = method_params(method, density=density, lam=lam, divisor=divisor, elect=elect, options=options)
     modules = check_adapters(adapters, allow_partial=allow_partial)
     weights = check_weights(weights, len(adapters))
     if space not in ("dense", "core"):
@@ -87,11 +89,16 @@ def merge(
 
 
 def method_params(method: str, *, density: float | None = None, lam: float | None = None,
-                  divisor: str | None = None, elect: str | None = None) -> dict[str, Any]:
+                  divisor: str | None = None, elect: str | None = None,
+                  options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The method's full, checked parameter set from the options given (None = not given); an option
     the method does not take raises ValueError naming the method and what it takes."""
     given = {"density": density, "lambda": lam, "divisor": divisor, "elect": elect}
-    return get_method(method).resolve({k: v for k, v in given.items() if v is not None})
+    named = {k: v for k, v in given.items() if v is not None}
+    clash = sorted(set(named) & set(options or {}))
+    if clash:
+        raise ValueError(f"{', '.join(clash)} given twice (as an argument and in options)")
+    return get_method(method).resolve({**named, **(options or {})})
 
 
 def _generator(seed: int, module: str, device: torch.device) -> torch.Generator:

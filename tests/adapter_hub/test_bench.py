@@ -146,6 +146,62 @@ def test_interrupted_run_resumes_to_the_same_matrix(tmp_path):
     assert free_run_name(reg, "r") == "r-2" and free_run_name(reg, "fresh") == "fresh"
 
 
+def test_a_run_moves_to_another_registry_and_resumes_there(tmp_path):
+    """export -> import -> bench run: finished cells come back as they were, the rest is trained in
+    the new registry, and the end matches an uninterrupted run (how a run spans fresh machines)."""
+    import tomllib
+
+    raw = tomllib.loads(CONFIG.format(name="moved"))
+    reference = run_bench(BenchConfig.from_dict(raw), Registry.open(tmp_path / "a"), echo=lambda m: None)
+
+    def stop(label, result, ref):
+        if label == "per_task" and result.step == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_bench(BenchConfig.from_dict(raw), Registry.open(tmp_path / "b"), echo=lambda m: None, on_step=stop)
+    exported = tmp_path / "moved.json"
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--registry", str(tmp_path / "b"), "bench", "export", "moved", str(exported)])
+    assert out.exit_code == 0 and "1 cells" in out.output, out.output
+    again = runner.invoke(cli, ["--registry", str(tmp_path / "b"), "bench", "export", "moved", str(exported)])
+    assert again.exit_code != 0 and "exists" in again.output  # never overwrites a file
+    target = str(tmp_path / "c")
+    out = runner.invoke(cli, ["--registry", target, "bench", "import", str(exported)])
+    assert out.exit_code == 0 and "imported run moved (failed)" in out.output, out.output
+    dup = runner.invoke(cli, ["--registry", target, "bench", "import", str(exported)])
+    assert dup.exit_code != 0 and "exists here" in dup.output
+    reg = Registry.open(target)
+    assert reg.tasks() == []  # results only: the adapters stay where they were trained
+    stored_seq = reg.get_run("moved").results["strategies"]["seq"]["cells"]["seq"]
+    resumed = run_bench(BenchConfig.from_dict(raw), reg, echo=lambda m: None)
+    assert resumed.status == "done"
+    for label in ("seq", "per_task", "mtl"):
+        assert resumed.results["strategies"][label]["matrix"] == reference.results["strategies"][label]["matrix"]
+    kept = resumed.results["strategies"]["seq"]["cells"]["seq"]
+    # kept, not retrained here (its metrics gain intransigence once mtl's reference cell exists)
+    assert {k: v for k, v in kept.items() if k != "metrics"} == {k: v for k, v in stored_seq.items() if k != "metrics"}
+    assert stored_seq["code"].startswith("0.")  # which code produced the cell travels with it
+    assert len(reg.versions("topic")) == 2  # per_task's and mtl's first steps, trained here
+
+
+@pytest.mark.parametrize("document, message", [
+    ([], "not an exported benchmark run"),
+    ({"format": "adapter-hub-bench-run", "format_version": 9}, "format_version 9"),
+    ({"format": "adapter-hub-bench-run", "format_version": 1, "name": "x", "status": "done", "config": [],
+      "results": {}}, "config must be an object"),
+    ({"format": "adapter-hub-bench-run", "format_version": 1, "name": "x", "status": "paused", "config": {},
+      "results": {}}, "status must be one of"),
+    ({"format": "adapter-hub-bench-run", "format_version": 1, "name": "../x", "status": "done", "config": {},
+      "results": {}}, "run name"),
+])
+def test_bad_exported_runs_are_refused_and_write_nothing(tmp_path, document, message):
+    reg = Registry.open(tmp_path / "r")
+    with pytest.raises(ValueError, match=message):
+        reg.import_run(document)
+    assert reg.list_runs() == []
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"tasks": [], "strategies": [{"name": "seq"}]}, "needs tasks"),
     ({"tasks": ["builtin:topic"], "strategies": []}, "at least one"),

@@ -3,6 +3,8 @@
 Two kinds:
   "factored"  exact on factors (linear, task_arithmetic, cat): fn(adapters, weights, modules, params)
               -> {module: (A, B)}.
+  "factored" also covers the spectral methods (Iso-C, Iso-CTS, TSV, KnOTS-TIES): SVDs of the task
+              updates taken from the factors, the result returned as factors (spectral.py).
   "masked"    element-wise methods (TIES, DARE, magnitude pruning): fn(tensors (n, ...), weights (n,),
               params, generator) -> merged tensor. The same function runs on each module's dense ΔW
               or, with space="core", on the n small core matrices of the Core Space framework.
@@ -27,6 +29,7 @@ class Param:
     default: Any = REQUIRED
     help: str = ""
     choices: tuple[str, ...] = ()
+    bounds: tuple[float, float] | None = None  # (low, high]: low excluded, high included
 
     def check(self, value: Any, method: str) -> Any:
         if self.choices:
@@ -35,12 +38,14 @@ class Param:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"merge method {method!r}: {self.name} must be a finite number, got {value!r}")
-        if self.name == "density" and not 0.0 < float(value) <= 1.0:
-            raise ValueError(f"merge method {method!r}: density must be in (0, 1], got {value!r}")
+        if self.bounds is not None and not self.bounds[0] < float(value) <= self.bounds[1]:
+            low, high = self.bounds
+            where = f"> {low:g}" if high == math.inf else f"in ({low:g}, {high:g}]"
+            raise ValueError(f"merge method {method!r}: {self.name} must be {where}, got {value!r}")
         return float(value)
 
 
-DENSITY = Param("density", help="fraction of each task vector's entries kept, in (0, 1]")
+DENSITY = Param("density", help="fraction of each task vector's entries kept, in (0, 1]", bounds=(0.0, 1.0))
 LAMBDA = Param("lambda", 1.0, help="scale of the merged task vector")
 DIVISOR = Param("divisor", "count", choices=("count", "weights"),
                 help="disjoint mean over agreeing inputs: their count (paper, PEFT) or their signed weight sum (mergekit)")
@@ -95,3 +100,4 @@ def get_method(name: str) -> MergeMethod:
 
 from adapter_hub.ops.methods import linear as _linear  # noqa: E402,F401  (registers its methods)
 from adapter_hub.ops.methods import masked as _masked  # noqa: E402,F401
+from adapter_hub.ops.methods import spectral as _spectral  # noqa: E402,F401
