@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from adapter_hub.cli import Context, cli, compute_options, pass_ctx
+from adapter_hub.cli.output import table
 
 # Kept in step with adapter_hub.ops.METHODS by a test; listed here so `--help` needs no torch import.
 METHOD_NAMES = ["cat", "dare_linear", "dare_ties", "iso_c", "iso_cts", "knots_ties", "linear", "magnitude_prune",
@@ -24,9 +25,9 @@ def _output_options(fn):
     return fn
 
 
-def _require_destination(task: str | None, out: Path | None, force: bool = False) -> None:
-    """Checked before any adapter is loaded or computed."""
-    if task is None and out is None:
+def _require_destination(task: str | None, out: Path | None, force: bool = False, optional: bool = False) -> None:
+    """Checked before any adapter is loaded or computed (optional: the result may go nowhere)."""
+    if task is None and out is None and not optional:
         raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
     if out is not None and (out.is_symlink() or (out.exists() and not out.is_dir())):
         raise click.UsageError(f"--out {out} exists and is not a folder")
@@ -34,13 +35,16 @@ def _require_destination(task: str | None, out: Path | None, force: bool = False
         raise click.UsageError(f"--out {out} exists and is not empty (pass --force to replace its content)")
 
 
-def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str | None, force: bool = False) -> None:
+def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str | None, force: bool = False
+             ) -> str | None:
+    """Register and/or write the result; its registry ref when registered."""
+    ref = None
     if task is not None:
         from registry.refs import check_name
 
         check_name(task)
-        version = ctx.registry(create=True).register(result, task=task, note=note)
-        click.echo(version.ref)
+        ref = ctx.registry(create=True).register(result, task=task, note=note).ref
+        click.echo(ref)
     if out is not None:
         from registry.store import output_folder
 
@@ -49,6 +53,7 @@ def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str
     error = result.provenance.get("max_relative_error")
     if error is not None:
         click.echo(f"max relative error of the rank reduction: {error:.3g}", err=True)
+    return ref
 
 
 def _weights(text: str | None, n: int) -> list[float] | None:
@@ -99,25 +104,60 @@ def _method_params(pairs: tuple[str, ...]) -> dict[str, float | str]:
 @click.option("--space", type=click.Choice(["dense", "core"]), default="dense", show_default=True,
               help="Where masked methods run: each module's dense ΔW, or the small Core Space (fast).")
 @click.option("--allow-partial", is_flag=True, help="Adapters may target different modules (missing = zero).")
+@click.option("--eval", "eval_specs", multiple=True, metavar="SPEC", help="Score the merge and its inputs on this "
+              "task (repeatable; folder, builtin:NAME or hf:ID; the i-th REF is the i-th task's own adapter): "
+              "accuracy and normalized accuracy (merged / own adapter).")
+@click.option("--max-test", type=int, help="With --eval: at most this many test examples per task (seeded sample).")
 @_output_options
 @compute_options
 @pass_ctx
 def merge(ctx: Context, refs, method, weights, density, lam, divisor, elect, extra, seed, rank, energy, space,
-          allow_partial, task, out, force, note) -> None:
+          allow_partial, eval_specs, max_test, task, out, force, note) -> None:
     """Merge the adapters REF... with a published method and register the result.
 
     Each method takes only its own options (an option it does not take is an error).
+    With --eval (one task per REF) the merge is also scored, and may go nowhere (no --task/--out).
     Example: adapter-hub merge agnews:3 yelp@best --method ties --density 0.3 --task merged"""
-    _require_destination(task, out, force)
+    _require_destination(task, out, force, optional=bool(eval_specs))
     from adapter_hub import ops
 
     options = dict(density=density, lam=lam, divisor=divisor, elect=elect, options=_method_params(extra))
     ops.method_params(method, **options)  # before anything is loaded
     reg = ctx.registry()
     adapters = [reg.load(ref) for ref in refs]
+    tasks = None
+    if eval_specs:  # data and pairing checked before the merge is computed or registered
+        from adapter_hub.data import load_tasks
+
+        if len(eval_specs) != len(refs):
+            raise click.UsageError(f"--eval: {len(refs)} adapters but {len(eval_specs)} tasks (the i-th REF is the "
+                                   f"i-th task's own adapter)")
+        tasks = load_tasks(list(eval_specs), max_test=max_test)
+        if not reg.get(refs[0]).base_model:
+            raise click.UsageError(f"--eval: {refs[0]} records no base model to score on")
     result = ops.merge(adapters, method, _weights(weights, len(refs)), **options,
                        seed=seed, rank=rank, energy=energy, space=space, allow_partial=allow_partial)
-    _deliver(ctx, result, task, out, note, force)
+    ref = _deliver(ctx, result, task, out, note, force)
+    if tasks is not None:
+        _judge(reg, refs, adapters, result, tasks, ref)
+
+
+def _judge(reg, refs, adapters, merged, tasks, ref: str | None) -> None:
+    from adapter_hub.merge_eval import MERGED, judge_merge
+    from adapter_hub.models import load_base_model, load_tokenizer
+    from adapter_hub.report import fmt
+
+    base = reg.get(refs[0]).base_model
+    judgement = judge_merge(load_base_model(base), load_tokenizer(base), tasks, merged, dict(zip(refs, adapters)))
+    table(["task", "own adapter", "own", "merged", "normalized"],
+          [[t, judgement.own[t], fmt(judgement.accuracy[judgement.own[t]][t]), fmt(judgement.accuracy[MERGED][t]),
+            fmt(judgement.normalized[t])] for t in judgement.tasks],
+          title=f"merge judged on {len(tasks)} tasks (normalized = merged / own; mean "
+                f"{fmt(judgement.normalized_mean)})")
+    if ref is not None:
+        for t in tasks:
+            reg.record_evaluation(ref, task=t.name, metric="accuracy", value=judgement.accuracy[MERGED][t.name],
+                                  dataset=t.fingerprint(), scorer="loglik")
 
 
 @cli.command()

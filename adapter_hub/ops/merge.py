@@ -78,7 +78,7 @@ def merge(
                                              dtype=dtype)
             (A, B), e2 = reduced[m], second[m]
             error = e2 if error is None else (error**2 + e2**2 * (1 - error**2)) ** 0.5  # orthogonal truncations
-        factors[m] = (A, B)
+        factors[m] = (A.to(dtype), B.to(dtype))  # stored precision at once: fp64 work never piles up
         if error is not None:
             errors[m] = error
     prov = provenance("merge", adapters, method=method, weights=weights, seed=seed if spec.random else None,
