@@ -144,7 +144,8 @@ def load_tasks(config: BenchConfig):
 def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """'key: old -> new' for every setting that differs (nested keys dotted; the run's name excluded).
     A setting the stored config does not have at all (added to adapter-hub after the run started)
-    counts as unchanged when it is unset or empty now: a newer version can resume an older run."""
+    counts as unchanged when it is unset or empty now: a newer version can resume an older run.
+    Display-only settings (DISPLAY_ONLY) never count."""
     def flat(d: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(d, dict):
             return {k: v for key, value in d.items() if not (prefix == "" and key == "name")
@@ -156,7 +157,10 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]
     old, new = flat(json.loads(json.dumps(stored))), flat(json.loads(json.dumps(current)))
     added_and_empty = {k for k, v in new.items() if k not in old and v in (None, [], {}, "")}
     return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and k not in added_and_empty]
+            if old.get(k) != new.get(k) and k not in added_and_empty and k not in DISPLAY_ONLY]
+
+
+DISPLAY_ONLY = {"train.progress"}  # settings that change what a run shows, never what it computes
 
 
 @functools.lru_cache(maxsize=1)
@@ -297,7 +301,8 @@ class _Run:
         scores = evaluate_states(self.model, self.tokenizer, self.tasks, {"base": None}, self.eval)
         self.results["base"] = [scores["base"][t.name].accuracy for t in self.tasks]
         self.results["base_by_task"] = dict(zip(self.results["tasks"], self.results["base"]))
-        self.results["eval_seconds"] += round(time.perf_counter() - start, 2)
+        self.results["base_seconds"] = round(time.perf_counter() - start, 2)
+        self.results["eval_seconds"] += self.results["base_seconds"]
 
     def cell(self, spec: StrategySpec, key: str, seed: int, order: int, tasks, hook) -> dict[str, Any]:
         """Train one strategy through `tasks` with `seed` (resuming registered steps), then evaluate it."""

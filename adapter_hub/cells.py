@@ -77,6 +77,7 @@ def aggregate(entry: dict[str, Any], canonical: list[str], base: dict[str, float
     entry["matrix_tasks"] = first[0]["tasks"]
     entry["states"] = cells[0]["states"]
     entry["train_seconds"] = round(sum(c.get("train_seconds") or 0.0 for c in cells), 2)
+    entry["eval_seconds"] = round(sum(c.get("eval_seconds") or 0.0 for c in cells), 2)
     entry["seeds"] = sorted({c["seed"] for c in cells})
     if len(canonical) < 2 or not all(c.get("correct") for c in cells):
         return

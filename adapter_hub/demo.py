@@ -44,7 +44,7 @@ def demo_bench_config(config: DemoConfig):
         "lora": {"r": config.rank, "alpha": 32.0},
         # the random tiny model needs ~10x the steps and a higher learning rate than the real one
         "train": {"steps": config.steps * 10 if tiny else config.steps, "lr": 3e-3 if tiny else config.lr,
-                  "batch_size": 16 if tiny else 8, "max_length": 96, "progress": False},
+                  "batch_size": 16 if tiny else 8, "max_length": 96},
         "eval": {"scorer": "loglik" if tiny else "generate", "batch_size": 16},
         "strategies": [{"name": "seq"}, {"name": "replay", "memory": config.memory}, {"name": "per_task"}],
     })

@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from adapter_hub import progress
 from adapter_hub.data import Task
 from adapter_hub.lora import route
 from adapter_hub.models import decoder_and_head
@@ -142,7 +143,8 @@ def score(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), _autocast(model):
+        with torch.inference_mode(), _autocast(model), \
+                progress.phase(f"eval {task.name}", len(order) * len(keys), "row") as shown:
             prefix = _encode_prefix(model, prompts[0][:head_len], used if routed else None) if head_len else None
             per_forward = max(1, min(config.batch_size, config.max_rows // len(keys)))  # examples per forward
             for start in range(0, len(order), per_forward):
@@ -155,6 +157,7 @@ def score(
                     preds = _greedy(model, tokenizer, batch_prompts, row_states,
                                     config.max_new_tokens or reserve, prefix)
                 predictions.update(zip(chunk, preds))
+                shown.advance(len(chunk))
     finally:
         model.train(was_training)
     results: dict = {}

@@ -33,6 +33,24 @@ def fmt_interval(interval: dict[str, Any] | None, value: Any = None) -> str:
     return f"{interval['mean']:.3f}{spread} [{interval['low']:.2f},{interval['high']:.2f}]"
 
 
+PHASE_HEADER = ["strategy", "cells", "train s per task (mean over cells)", "train s", "eval s", "total s"]
+
+
+def phase_rows(run) -> list[list[str]]:
+    """Where each strategy's time went: training per task position, training and scoring in all."""
+    rows = []
+    for label, entry in (run.results.get("strategies") or {}).items():
+        cells = [c for c in (entry.get("cells") or {}).values() if c.get("matrix") is not None]
+        if not cells:
+            continue
+        per_task = [sum(c["step_seconds"][i] for c in cells) / len(cells) for i in range(len(cells[0]["step_seconds"]))]
+        train = sum(c.get("train_seconds") or 0.0 for c in cells)
+        scoring = sum(c.get("eval_seconds") or 0.0 for c in cells)
+        rows.append([label, str(len(cells)), " / ".join(f"{s:.0f}" for s in per_task), f"{train:.0f}",
+                     f"{scoring:.0f}", f"{train + scoring:.0f}"])
+    return rows
+
+
 def comparison_rows(runs) -> list[list[str]]:
     """One row per (run, strategy): the numbers `bench compare` and the report's table show. ACC, BWT
     and forgetting carry their intervals when the run stored per-example correctness."""

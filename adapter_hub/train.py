@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapter_hub import progress
 from adapter_hub.models import decoder_and_head
 from adapter_hub.prompts import Encoded
 
@@ -40,7 +40,9 @@ class TrainConfig:
     max_length: int = 256  # tokens per example; inputs beyond it lose tokens from their left end
     seed: int = 0  # data order, dropout and init all follow it: same seed, same adapter (CPU)
     device: str = "auto"  # "auto" picks CUDA when present
-    progress: bool = True  # a tqdm bar with loss and tokens/s (only when stderr is a terminal)
+    # Show this training as a progress phase (a bar on a terminal, a line in logs; the command's
+    # --quiet silences both). A display setting: changing it never blocks resuming a run.
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or not math.isfinite(self.lr):
@@ -200,43 +202,40 @@ def train_on(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total, config.schedule))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     result = TrainResult(steps=total)
-    bar = _progress(total, description, config.progress)
     batches: list[list[int]] = []
     was_training = model.training
     model.train()
     start = time.perf_counter()
     try:
-        for step in range(total):
-            optimizer.zero_grad(set_to_none=True)
-            micro = []
-            for _ in range(config.grad_accum):
-                if not batches:
-                    batches = length_bucketed_batches(lengths, config.batch_size, rng)
-                micro.append(collate([examples[i] for i in batches.pop()], pad_id, device))
-            with autocast:
-                loss, extra, n_tokens = accumulate(model, micro, extra_loss)
-            values = (loss if extra is None else torch.stack([loss, extra.to(loss.dtype)])).tolist()  # one sync
-            step_loss, step_extra = (values, None) if extra is None else values
-            if not all(math.isfinite(v) for v in (step_loss, step_extra) if v is not None):
-                raise FloatingPointError(f"loss became non-finite at step {step + 1} (task {step_loss}, extra "
-                                         f"{step_extra}); the adapter is left as after step {step}: lower the "
-                                         f"learning rate")
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            result.lrs.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
-            result.tokens += n_tokens
-            result.losses.append(step_loss)
-            if step_extra is not None:
-                result.extra_losses.append(step_extra)
-            if bar is not None:
+        with progress.phase(description or "training", total, "step", enabled=config.progress) as bar:
+            for step in range(total):
+                optimizer.zero_grad(set_to_none=True)
+                micro = []
+                for _ in range(config.grad_accum):
+                    if not batches:
+                        batches = length_bucketed_batches(lengths, config.batch_size, rng)
+                    micro.append(collate([examples[i] for i in batches.pop()], pad_id, device))
+                with autocast:
+                    loss, extra, n_tokens = accumulate(model, micro, extra_loss)
+                values = (loss if extra is None else torch.stack([loss, extra.to(loss.dtype)])).tolist()  # one sync
+                step_loss, step_extra = (values, None) if extra is None else values
+                if not all(math.isfinite(v) for v in (step_loss, step_extra) if v is not None):
+                    raise FloatingPointError(f"loss became non-finite at step {step + 1} (task {step_loss}, extra "
+                                             f"{step_extra}); the adapter is left as after step {step}: lower the "
+                                             f"learning rate")
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                result.lrs.append(optimizer.param_groups[0]["lr"])
+                optimizer.step()
+                scheduler.step()
+                result.tokens += n_tokens
+                result.losses.append(step_loss)
+                if step_extra is not None:
+                    result.extra_losses.append(step_extra)
                 elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{result.tokens / max(elapsed, 1e-9):.0f}")
-                bar.update(1)
+                bar.advance(1, loss=round(step_loss, 4),
+                            ex_s=round((step + 1) * config.batch_size * config.grad_accum / max(elapsed, 1e-9), 1))
     finally:
-        if bar is not None:
-            bar.close()
         model.train(was_training)
     result.seconds = time.perf_counter() - start
     return result
@@ -256,14 +255,6 @@ def _lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return 1.0
-
-
-def _progress(total: int, description: str, enabled: bool):
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit="step", leave=False)
 
 
 def train_task(model: nn.Module, tokenizer, task, config: TrainConfig, **kwargs) -> TrainResult:

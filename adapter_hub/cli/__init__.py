@@ -38,17 +38,23 @@ pass_ctx = click.make_pass_decorator(Context)
 
 def compute_options(fn):
     """`--threads N` for the commands that run tensors (torch.set_num_threads; default: torch's choice,
-    usually one per core). Times in the README say which they were measured with."""
+    usually one per core; times in the README say which they were measured with) and `--quiet`
+    (adapter_hub.progress: bars on a terminal, one line per phase elsewhere, nothing when quiet)."""
     import functools
 
     @functools.wraps(fn)
-    def wrapper(*args, threads: int | None = None, **kwargs):
+    def wrapper(*args, threads: int | None = None, quiet: bool = False, **kwargs):
+        from adapter_hub import progress
+
+        progress.set_mode("quiet" if quiet else "auto")
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
         return fn(*args, **kwargs)
 
+    wrapper = click.option("--quiet", "-q", is_flag=True, help="No progress: neither bars (on a terminal) nor the "
+                           "one-line-per-phase log (elsewhere); results are still printed.")(wrapper)
     return click.option("--threads", type=click.IntRange(min=1), envvar="ADAPTER_HUB_THREADS", metavar="N",
                         help="CPU threads for tensor work (torch.set_num_threads); env ADAPTER_HUB_THREADS.")(wrapper)
 

@@ -46,7 +46,9 @@ def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, n
     name = name or config.name or config_path.stem
     if new_run:
         name = free_run_name(reg, name)
-    run = run_bench(config, reg, name=name, resume=not no_resume, echo=lambda m: click.echo(m, err=True))
+    from adapter_hub import progress
+
+    run = run_bench(config, reg, name=name, resume=not no_resume, echo=progress.say)
     _print_comparison([run])
     if report_dir is not None:
         from adapter_hub.report import write_report
@@ -109,6 +111,12 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
                for i, row in enumerate(entry["matrix"])], title=title)
     if info.results.get("strategies"):
         _print_comparison([info])
+        from adapter_hub.report import PHASE_HEADER, phase_rows
+
+        rows = phase_rows(info)
+        if rows:
+            table(PHASE_HEADER, rows, title=f"where the time went (base model scored in "
+                                            f"{fmt(info.results.get('base_seconds'), 0)} s)")
 
 
 @bench.command("compare")

@@ -94,6 +94,14 @@ def test_bench_run_then_report(tmp_path, config_file):
     assert json.loads(run("bench", "list", "--json"))[0]["status"] == "done"
     assert json.loads(run("bench", "show", "e2e", "--json"))["results"]["tasks"] == ["topic", "sentiment"]
     assert "seq" in run("bench", "compare", "e2e") and "after \\ on" in run("bench", "show", "e2e")
+    shown = run("bench", "show", "e2e")  # per-phase wall times are stored with the run and shown
+    assert "where the time went" in shown and results["base_seconds"] > 0
+    from adapter_hub.report import phase_rows
+
+    seq_row = [r for r in phase_rows(info) if r[0] == "seq"][0]
+    cell = results["strategies"]["seq"]["cells"]["seq"]
+    assert seq_row[2] == " / ".join(f"{s:.0f}" for s in cell["step_seconds"])
+    assert seq_row[3:5] == [f"{cell['train_seconds']:.0f}", f"{cell['eval_seconds']:.0f}"]
     report = tmp_path / "report"
     run("bench", "report", "e2e", "--out", str(report))
     for name in ("heatmap_seq.png", "heatmap_per_task.png", "heatmap_mtl.png", "accuracy_over_sequence.png"):
