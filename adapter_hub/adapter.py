@@ -76,6 +76,20 @@ class LoraAdapter:
     def num_parameters(self) -> int:
         return sum(f.A.numel() + f.B.numel() for f in self.modules.values())
 
+    def weights_digest(self) -> str:
+        """sha256 of what the adapter computes — module names, factors (dtype and bytes), scaling —
+        and nothing else: two adapters with the same weights and different provenance (a registry
+        digest covers the files, metadata included) share it."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for m in sorted(self.modules):
+            f = self.modules[m]
+            h.update(f"{m}\0{self.scaling(m)!r}\0{f.A.dtype}\0{tuple(f.A.shape)}\0{tuple(f.B.shape)}\0".encode())
+            for t in (f.A, f.B):
+                h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "LoraAdapter":
         moved = {m: ModuleFactors(f.A.to(device=device, dtype=dtype), f.B.to(device=device, dtype=dtype))
                  for m, f in self.modules.items()}

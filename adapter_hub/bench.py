@@ -54,6 +54,10 @@ class BenchConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # A step some cell already trained (same content key: seq's, replay's, mtl's, per_task's first
+    # steps...) is reused, and a state already scored on a task is not scored again; both are
+    # bit-identical to doing the work again (continual.step_cache), so off only to measure the saving.
+    share_work: bool = True
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
@@ -145,7 +149,7 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]
     """'key: old -> new' for every setting that differs (nested keys dotted; the run's name excluded).
     A setting the stored config does not have at all (added to adapter-hub after the run started)
     counts as unchanged when it is unset or empty now: a newer version can resume an older run.
-    Display-only settings (DISPLAY_ONLY) never count."""
+    Settings that never change the stored numbers (NOT_RESULTS) never count."""
     def flat(d: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(d, dict):
             return {k: v for key, value in d.items() if not (prefix == "" and key == "name")
@@ -157,10 +161,11 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]
     old, new = flat(json.loads(json.dumps(stored))), flat(json.loads(json.dumps(current)))
     added_and_empty = {k for k, v in new.items() if k not in old and v in (None, [], {}, "")}
     return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and k not in added_and_empty and k not in DISPLAY_ONLY]
+            if old.get(k) != new.get(k) and k not in added_and_empty and k not in NOT_RESULTS]
 
 
-DISPLAY_ONLY = {"train.progress"}  # settings that change what a run shows, never what it computes
+# Settings that change what a run shows or how fast it gets there, never the numbers it stores.
+NOT_RESULTS = {"train.progress", "share_work"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -291,14 +296,17 @@ class _Run:
         self.results, self.echo = results, echo
         self.eval = config.eval_config()
         self._features: dict[str, Any] = {}
+        import hashlib
+        import json
+
+        settings = {"eval": dataclasses.asdict(self.eval), "model": config.base_model, "dtype": config.dtype}
+        self._eval_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     def score_base(self) -> None:
-        from adapter_hub.evaluate import evaluate_states
-
         if "base_by_task" in self.results:
             return
         start = time.perf_counter()
-        scores = evaluate_states(self.model, self.tokenizer, self.tasks, {"base": None}, self.eval)
+        scores = self._score({"base": None}, self.tasks)
         self.results["base"] = [scores["base"][t.name].accuracy for t in self.tasks]
         self.results["base_by_task"] = dict(zip(self.results["tasks"], self.results["base"]))
         self.results["base_seconds"] = round(time.perf_counter() - start, 2)
@@ -314,14 +322,15 @@ class _Run:
         cl = ContinualConfig(self.config.lora, self.config.train, seed)
         seq = run_sequence(spec.name, self.model, self.tokenizer, tasks, cl, params=spec.params,
                            registry=self.registry, run=f"{self.name}/{spec.label}" if single else f"{self.name}/{key}",
-                           on_step=hook)
+                           on_step=hook, share_steps=self.config.share_work)
         for i, (result, ref, seconds) in enumerate(zip(seq.steps, seq.refs, seq.seconds), start=1):
             self.registry.record_run_step(self.name, strategy=key, step=i, task=result.task, version=ref,
                                           seconds=seconds or None)
         cell = {"seed": seed, "order": order, "tasks": [t.name for t in tasks], "states": seq.refs, "code": code_version(),
                 "train_seconds": round(sum(seq.seconds), 2), "resumed_steps": seq.resumed,
                 "step_seconds": [round(s, 2) for s in seq.seconds],
-                "losses": [r.train.summary() if r.train and r.train.losses else r.recorded.get("loss")
+                "shared_steps": sum(bool(r.train and r.train.reused) for r in seq.steps),
+                "losses": [r.train.summary() if r.train and (r.train.losses or r.train.reused) else r.recorded.get("loss")
                            for r in seq.steps]}
         self.echo(f"[{key}] evaluating {len(tasks)} states on {len(tasks)} tasks ...")
         start = time.perf_counter()
@@ -331,7 +340,7 @@ class _Run:
         return cell
 
     def _evaluate(self, spec: StrategySpec, per_task: bool, seq, tasks) -> dict[str, Any]:
-        from adapter_hub.evaluate import Routed, evaluate_states
+        from adapter_hub.evaluate import Routed
 
         T = len(tasks)
         router = spec.params.get("router", "oracle") if per_task else None
@@ -345,7 +354,7 @@ class _Run:
                 states[f"oracle@{i}"] = oracle
             else:
                 states[f"@{i}"] = oracle if per_task else seq.steps[i - 1].state
-        scores = evaluate_states(self.model, self.tokenizer, tasks, states, self.eval)
+        scores = self._score(states, tasks)
         out: dict[str, Any] = {
             "matrix": [[scores[f"@{i}"][t.name].accuracy for t in tasks] for i in range(1, T + 1)],
             "correct": [[pack(scores[f"@{i}"][t.name].correct) if j < i else None for j, t in enumerate(tasks)]
@@ -369,6 +378,52 @@ class _Run:
             out["router"] = {"name": "prototype", "accuracy": routed_right, "oracle_matrix": oracle_R,
                              "oracle_acc": oracle_acc, "acc_over_oracle": acc / oracle_acc if oracle_acc else None}
         return out
+
+    def _score(self, states: dict[str, Any], tasks) -> dict[str, dict[str, Any]]:
+        """evaluate_states, except that a (state, task) this run has scored before — the same adapter
+        content (registry digest) or the bare base model, on the same test examples with the same
+        eval settings — is read from the run's score cache instead of being scored again."""
+        from adapter_hub.cells import unpack
+        from adapter_hub.evaluate import TaskScore, evaluate_states
+
+        if not self.config.share_work:
+            return evaluate_states(self.model, self.tokenizer, tasks, states, self.eval)
+        cache = self.results.setdefault("score_cache", {})
+        out: dict[str, dict[str, Any]] = {label: {} for label in states}
+        digests: dict[int, str] = {}  # id(adapter) -> weights digest; the states (so the ids) live till we return
+        for task in tasks:
+            todo = {}
+            for label, spec in states.items():
+                key = self._score_key(spec, task, digests)
+                if key in cache:
+                    hit = cache[key]
+                    bits = unpack(hit["correct"])
+                    out[label][task.name] = TaskScore(task.name, label, hit["scorer"], hit["accuracy"], len(bits),
+                                                      None, hit["truncated"], [], bits)
+                else:
+                    todo[label] = (spec, key)
+            if not todo:
+                continue
+            scored = evaluate_states(self.model, self.tokenizer, [task], {k: v for k, (v, _) in todo.items()},
+                                     self.eval)
+            for label, (_, key) in todo.items():
+                s = out[label][task.name] = scored[label][task.name]
+                if key is not None:
+                    cache[key] = {"accuracy": s.accuracy, "scorer": s.scorer, "truncated": s.truncated,
+                                  "correct": pack(s.correct)}
+        return out
+
+    def _score_key(self, spec, task, digests: dict[int, str]) -> str | None:  # None: routed, not cacheable
+        from adapter_hub.evaluate import Routed, adapters_of
+
+        if isinstance(spec, Routed):
+            return None
+        adapter = adapters_of(spec, task.name)[0]
+        if adapter is None:
+            content = "base"
+        else:  # by weights: identical states of two strategies differ in their files' provenance
+            content = digests.get(id(adapter)) or digests.setdefault(id(adapter), adapter.weights_digest())
+        return f"{content}|{task.fingerprint()}|{self._eval_id}"
 
     def _test_features(self, task):
         from adapter_hub.routing import features

@@ -463,7 +463,7 @@ class Routed:
     choices: dict[str, Sequence[object | None]]
 
 
-def _adapters_of(spec, task_name: str) -> list:
+def adapters_of(spec, task_name: str) -> list:
     """The adapters a state uses on a task, in example order for a Routed state."""
     if isinstance(spec, Routed):
         return list(spec.choices[task_name])
@@ -484,7 +484,7 @@ def evaluate_states(model: nn.Module, tokenizer, tasks: Sequence[Task], states: 
     try:
         for spec in states.values():
             for task in tasks:
-                for adapter in _adapters_of(spec, task.name):
+                for adapter in adapters_of(spec, task.name):
                     if adapter is not None and id(adapter) not in names:
                         name = f"__eval{len(names)}"
                         attach(model, adapter, name=name, activate="none", trainable=False)
@@ -493,7 +493,7 @@ def evaluate_states(model: nn.Module, tokenizer, tasks: Sequence[Task], states: 
         for task in tasks:
             keys = {}
             for label, spec in states.items():
-                chosen = [None if a is None else names[id(a)] for a in _adapters_of(spec, task.name)]
+                chosen = [None if a is None else names[id(a)] for a in adapters_of(spec, task.name)]
                 keys[label] = PerExample(label, tuple(chosen)) if isinstance(spec, Routed) else chosen[0]
             unique = list(dict.fromkeys(keys.values()))
             scored = score(model, tokenizer, task, states=unique, config=config)
@@ -512,7 +512,7 @@ def evaluate_states_loop(model: nn.Module, tokenizer, tasks: Sequence[Task], sta
     results: dict[str, dict[str, TaskScore]] = {label: {} for label in states}
     for label, spec in states.items():
         for task in tasks:
-            adapters = _adapters_of(spec, task.name)
+            adapters = adapters_of(spec, task.name)
             if not isinstance(spec, Routed):
                 scored = _score_alone(model, tokenizer, task, adapters[0], config, list(task.test))
             else:  # each adapter on the examples sent to it, then put back in example order

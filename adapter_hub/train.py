@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -69,9 +69,16 @@ class TrainResult:
     tokens: int = 0  # answer tokens trained on
     seconds: float = 0.0
     truncated: int = 0
+    # Not trained but reused (continual.step_cache): the version it came from and what its training
+    # recorded (loss summary, seconds).
+    reused: dict | None = None
+    cache_key: str | None = None  # the content key of this training call, when it has one
+    trained: Any = field(default=None, repr=False)  # the trained adapter's factors (a LoraAdapter), keyed calls
 
     def summary(self) -> dict:
         """A compact loss-curve summary for the registry (first, last, min, and a 10-point curve)."""
+        if not self.losses and self.reused:
+            return {**(self.reused.get("loss") or {"steps": self.steps}), "reused_from": self.reused["ref"]}
         if not self.losses:
             return {"steps": 0}
         n = len(self.losses)

@@ -23,6 +23,7 @@ from adapter_hub.adapter import LoraAdapter
 from adapter_hub.config import LoraConfig
 from adapter_hub.data import Task
 from adapter_hub.lora import attach, lora_layers, lora_parameters, set_active, set_trainable
+from adapter_hub.continual.step_cache import RegistryStepCache, load_into, step_key
 from adapter_hub.prompts import Encoded, encode_examples
 from adapter_hub.train import TrainConfig, TrainResult, train_on
 from adapter_hub.typed import check_like_default
@@ -67,6 +68,9 @@ class Strategy:
         self.check_params(params)
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.params = {**self.defaults, **params}
+        # Where already-trained steps are found by content (continual.step_cache); the runner sets it
+        # when it registers the sequence.
+        self.step_cache: RegistryStepCache | None = None
 
     @classmethod
     def check_params(cls, params: dict[str, Any], where: str = "") -> None:
@@ -117,10 +121,23 @@ class Strategy:
                 for n in names_trained:
                     if n in layer.lora_A:
                         layer.lora_A[n].requires_grad_(False)
-        result = train_on(self.model, examples, self.config.train_for(step, **train_changes),
-                          pad_id=self.tokenizer.pad_token_id, params=lora_parameters(self.model, names_trained),
-                          extra_loss=extra_loss, description=description)
+        config = self.config.train_for(step, **train_changes)
+        key = None
+        if self.step_cache is not None and extra_loss is None and len(names_trained) == 1:
+            key = step_key(self.model, names_trained, names_active, self.config.lora.to_dict(), examples, config,
+                           self.tokenizer.pad_token_id, frozen_A)
+            hit = self.step_cache.get(key)
+            if hit is not None:  # the same computation was trained before: its result, bit for bit
+                adapter, recorded = hit
+                load_into(self.model, names_trained[0], adapter)
+                return TrainResult(steps=(recorded.get("loss") or {}).get("steps", 0), truncated=truncated,
+                                   reused=recorded, cache_key=key, trained=adapter)
+        result = train_on(self.model, examples, config, pad_id=self.tokenizer.pad_token_id,
+                          params=lora_parameters(self.model, names_trained), extra_loss=extra_loss,
+                          description=description)
         result.truncated = truncated
+        if key is not None:
+            result.cache_key, result.trained = key, LoraAdapter.from_model(self.model, names_trained[0])
         return result
 
     def snapshot(self, name: str, step: int, task: Task, **info: Any) -> LoraAdapter:

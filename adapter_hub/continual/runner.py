@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter_hub.continual import ContinualConfig, StepResult, make_strategy
+from adapter_hub.continual.step_cache import TAG, RegistryStepCache, same_factors
 from adapter_hub.data import Task
 from adapter_hub.lora import detach, list_adapters
 from adapter_hub.train import TrainResult
@@ -42,13 +43,18 @@ def run_sequence(
     resume: bool = True,
     done: list[tuple[StepResult, str]] | None = None,
     on_step: Callable[[StepResult, str | None], None] | None = None,
+    share_steps: bool = True,
 ) -> SequenceResult:
     """Learn `tasks` in order with `strategy`. With a registry, every state is registered (tags
     run/strategy/step) and, when `resume`, steps already registered for this run are reloaded.
-    `done` gives the already-learnt prefix explicitly instead (see load_chain: continuing from a ref)."""
+    `done` gives the already-learnt prefix explicitly instead (see load_chain: continuing from a ref).
+    `share_steps`: a training call that some registered state already is (the same content key,
+    continual.step_cache) reuses it instead of training again — bit-identical, only faster."""
     if registry is not None and not run:
         raise ValueError("registering a sequence needs a run name (run=...) to find it again on resume")
     strat = make_strategy(strategy, model, tokenizer, config, **(params or {}))
+    if registry is not None and share_steps:
+        strat.step_cache = RegistryStepCache(registry)
     out = SequenceResult(strategy)
     if done is None:
         done = _registered_steps(registry, run, strategy, tasks) if registry is not None and resume else []
@@ -101,8 +107,13 @@ def _register(registry, run: str, strat, result: StepResult, refs: list[str | No
         parents = None
     else:  # lineage: trained_from the previous state (per_task states stand alone)
         parents = [previous] if previous and not strat.per_task_states else None
+    tags = _tags(run, strat.name, result.step, "state")
+    trained = result.train
+    if trained is not None and trained.cache_key and trained.trained is not None \
+            and same_factors(result.state, trained.trained):  # the state IS the trained adapter: reusable
+        tags[TAG] = trained.cache_key
     version = registry.register(result.state, task=task.name, metadata=metadata, parents=parents,
-                                tags=_tags(run, strat.name, result.step, "state"), on_duplicate="new")
+                                tags=tags, on_duplicate="new")
     result.state.ref, result.state.digest = version.ref, version.digest
     return version.ref
 

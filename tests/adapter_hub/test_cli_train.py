@@ -29,9 +29,9 @@ def run(tmp_path):
 
 def test_train_then_continue_the_sequence(run):
     first = run("train", *COMMON, "--task", "sentiment", "--data", "builtin:sentiment", "--strategy", "olora")
-    assert first.output.splitlines()[0] == "sentiment:1" and "accuracy on sentiment" in first.output
+    assert first.stdout.splitlines()[0] == "sentiment:1" and "accuracy on sentiment" in first.output
     second = run("train", *COMMON, "--task", "flip", "--data", "builtin:sentiment_flip", "--from", "sentiment:1")
-    assert second.output.splitlines()[0] == "flip:1"
+    assert second.stdout.splitlines()[0] == "flip:1"
     reg = run.registry()
     v = reg.get("flip:1")
     assert v.metadata["strategy"] == "olora" and [h["task"] for h in v.metadata["history"]] == ["sentiment", "flip"]

@@ -469,7 +469,8 @@ def test_every_state_is_registered_with_lineage_and_metadata(tiny_model, tokeniz
     out = run_sequence("seq", tiny_model(), tokenizer, conflict, config(steps=20), registry=reg, run="demo")
     assert out.refs == ["sentiment:1", "sentiment_flip:1"]
     second = reg.get("sentiment_flip:1")
-    assert second.tags == {"run": "demo", "strategy": "seq", "step": "2", "role": "state"}
+    key = second.tags.pop("step_key")  # the state is the trained adapter: findable by content (step_cache)
+    assert second.tags == {"run": "demo", "strategy": "seq", "step": "2", "role": "state"} and len(key) == 64
     assert second.metadata["strategy"] == "seq" and second.metadata["sequence"] == ["sentiment", "sentiment_flip"]
     assert second.metadata["loss"]["steps"] == 20 and len(second.metadata["loss"]["curve"]) == 10
     assert second.base_model == "tiny-llama" and second.metadata["lora"]["r"] == 8

@@ -1,0 +1,90 @@
+"""Never train the same step twice in a registry.
+
+Many strategies start with the same computation: on the first task, seq, replay (empty memory),
+replay_gen (nothing to generate yet), mtl (the union of one task), per_task, inc and merge's first
+part all train one freshly initialised adapter on the same examples with the same seed. A benchmark
+run used to train that step once per strategy. Here every training call without a strategy-specific
+loss term gets a content key — a hash of everything that determines its result:
+
+  the base model's identity, the weights (and LoRA config) of every adapter in the forward pass and
+  which of them train (A frozen or not), the encoded examples in order, the training config for the
+  step (seed included), the model's dtype and device type, and the torch / adapter-hub versions.
+
+A registered state whose factors are exactly the trained adapter's is tagged `step_key=<key>`; a
+later call with the same key loads those factors instead of training (and records which version it
+reused). Nothing is shared on a guess: two steps share only when every input is the same, and the
+result is bit-identical to training again (the tests check it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapter_hub.adapter import LoraAdapter
+from adapter_hub.lora import base_identity, lora_layers
+from adapter_hub.prompts import Encoded
+from adapter_hub.train import TrainConfig
+
+TAG = "step_key"
+
+
+def step_key(model: nn.Module, names_trained: Sequence[str], names_active: Sequence[str], lora_config: dict,
+             examples: Sequence[Encoded], train: TrainConfig, pad_id: int, frozen_A: bool) -> str:
+    import adapter_hub
+
+    h = hashlib.sha256()
+    settings = {k: v for k, v in train.to_dict().items() if k != "progress"}  # display only
+    head = {"base": base_identity(model).to_dict(), "lora": lora_config, "train": settings, "pad": pad_id,
+            "trained": len(names_trained), "active": len(names_active), "frozen_A": frozen_A,  # names are labels
+            "dtype": str(next(model.parameters()).dtype), "device": next(model.parameters()).device.type,
+            "torch": torch.__version__, "adapter_hub": adapter_hub.__version__}
+    h.update(json.dumps(head, sort_keys=True, default=str).encode())
+    for module, layer in lora_layers(model):  # every adapter in the forward pass, by role, not by name
+        for role, names in (("trained", names_trained), ("active", names_active)):
+            for n in names:
+                if n in layer.lora_A:
+                    h.update(f"{module}\0{role}\0{layer.scaling[n]!r}\0".encode())
+                    for t in (layer.lora_A[n], layer.lora_B[n]):
+                        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    for e in examples:
+        h.update(json.dumps([e.prompt, e.target]).encode())
+    return h.hexdigest()
+
+
+def same_factors(a: LoraAdapter, b: LoraAdapter) -> bool:
+    """Bit-identical adapters: the same modules, factors and scaling."""
+    if sorted(a.modules) != sorted(b.modules):
+        return False
+    return all(torch.equal(a.modules[m].A, b.modules[m].A) and torch.equal(a.modules[m].B, b.modules[m].B)
+               and a.scaling(m) == b.scaling(m) for m in a.modules)
+
+
+def load_into(model: nn.Module, name: str, adapter: LoraAdapter) -> None:
+    """Copy `adapter`'s factors into the model's attached adapter `name` (same modules and ranks)."""
+    with torch.no_grad():
+        for module, layer in lora_layers(model):
+            if name in layer.lora_A:
+                factors = adapter.modules[module]
+                layer.lora_A[name].copy_(factors.A)
+                layer.lora_B[name].copy_(factors.B)
+
+
+class RegistryStepCache:
+    """Trained steps looked up by content key among a registry's tagged versions."""
+
+    def __init__(self, registry) -> None:
+        self.registry = registry
+
+    def get(self, key: str) -> tuple[LoraAdapter, dict[str, Any]] | None:
+        found = self.registry.search(tag={TAG: key})
+        if not found:
+            return None
+        info = found[0]
+        return self.registry.load(info.ref), {"ref": info.ref, "loss": info.metadata.get("loss"),
+                                              "seconds": info.metadata.get("seconds")}
