@@ -79,12 +79,24 @@ def _polar(M: torch.Tensor) -> torch.Tensor:
     return P @ Qh
 
 
+def _top(spectrum, k: int):
+    """The k leading singular triplets (U, S, Vh) of a Spectrum."""
+    return spectrum.U[:, :k], spectrum.S[:k], spectrum.Vh[:k]
+
+
+def _orthogonalised(triplets):
+    """Stack (U_i, S_i, Vh_i) and replace the stacked U's and V's by their nearest orthonormal matrices
+    (polar factors): (U⊥, S, V⊥ᵀ) — what TSV-Merge and Iso-CTS both do before rebuilding ΔW."""
+    U = _polar(torch.cat([u for u, _, _ in triplets], 1))
+    V = _polar(torch.cat([vh for _, _, vh in triplets], 0).T)
+    return U, torch.cat([s for _, s, _ in triplets]), V.T
+
+
 def _sum_spectrum(pairs):
     A_s = torch.cat([A for A, _ in pairs], 0)
     B_s = torch.cat([B for _, B in pairs], 1)
     spectrum = factored_svd(B_s, A_s)
-    k = _nonzero(spectrum.S)
-    return spectrum.U[:, :k], spectrum.S[:k], spectrum.Vh[:k]
+    return _top(spectrum, _nonzero(spectrum.S))
 
 
 def _zero(pairs):
@@ -125,18 +137,13 @@ def iso_cts(adapters, weights, modules, params):
         if per_task <= 0 or common <= 0:  # nothing left for the tasks (or for the common part): Iso-C
             out[m] = (Vh, U * (params["alpha"] * S.mean()))
             continue
-        U_c, S_c, Vh_c = U[:, :common], S[:common], Vh[:common]
-        Us, Ss, Vhs = [], [], []
+        U_c = U[:, :common]
+        triplets = []
         for A, B in pairs:  # each task outside the common subspace: (I − U_c U_cᵀ)·B·A
             own = factored_svd(B - U_c @ (U_c.T @ B), A)
-            k = min(per_task, _nonzero(own.S))
-            Us.append(own.U[:, :k])
-            Ss.append(own.S[:k])
-            Vhs.append(own.Vh[:k])
-        U_all = _polar(torch.cat([*Us, U_c], 1))
-        V_all = _polar(torch.cat([*Vhs, Vh_c], 0).T)
-        level = torch.cat([*Ss, S_c]).mean()
-        out[m] = (V_all.T, U_all * (params["alpha"] * level))
+            triplets.append(_top(own, min(per_task, _nonzero(own.S))))
+        U_all, S_all, Vh_all = _orthogonalised([*triplets, (U_c, S[:common], Vh[:common])])
+        out[m] = (Vh_all, U_all * (params["alpha"] * S_all.mean()))
     return out
 
 
@@ -150,21 +157,16 @@ def tsv(adapters, weights, modules, params):
         pairs = _updates(adapters, weights, m)
         out_f, in_f = pairs[0][1].shape[0], pairs[0][0].shape[1]
         cap = max(1, min(out_f, in_f) // len(pairs))
-        Us, Ss, Vhs = [], [], []
+        triplets = []
         for A, B in pairs:
             own = factored_svd(B, A)
             rank = _nonzero(own.S)
-            k = min(cap, rank, max(1, int(params["keep"] * rank))) if rank else 0
-            Us.append(own.U[:, :k])
-            Ss.append(own.S[:k])
-            Vhs.append(own.Vh[:k])
-        S = torch.cat(Ss)
-        if S.numel() == 0:
+            triplets.append(_top(own, min(cap, rank, max(1, int(params["keep"] * rank))) if rank else 0))
+        if sum(S.numel() for _, S, _ in triplets) == 0:
             out[m] = _zero(pairs)
             continue
-        U_orth = _polar(torch.cat(Us, 1))
-        V_orth = _polar(torch.cat(Vhs, 0).T)
-        out[m] = (V_orth.T, U_orth * (params["alpha"] * S)[None, :])
+        U_orth, S, Vh_orth = _orthogonalised(triplets)
+        out[m] = (Vh_orth, U_orth * (params["alpha"] * S)[None, :])
     return out
 
 
