@@ -86,6 +86,16 @@ def aggregate(entry: dict[str, Any], canonical: list[str], base: dict[str, float
     entry["intervals"] = {m: vars(stats.bootstrap(correct, m, orders=orders, n_boot=n_boot)) for m in INTERVAL_METRICS}
 
 
+def curve(entry: dict[str, Any], canonical: list[str], n_boot: int = 2000) -> list[dict[str, Any]] | None:
+    """A strategy's seen-task accuracy after each step with its interval over cells (stats.curve);
+    None when its cells carry no per-example correctness (older runs) or none is evaluated."""
+    cells = [c for c in entry.get("cells", {}).values() if c.get("matrix") is not None]
+    if not cells or not all(c.get("correct") for c in cells):
+        return None
+    orders = [_task_order(c, canonical) for c in cells]
+    return [vars(iv) for iv in stats.curve([_correctness(c) for c in cells], orders=orders, n_boot=n_boot)]
+
+
 def _pair_key(cell: dict[str, Any]) -> tuple:
     return cell["seed"], tuple(cell["tasks"])
 

@@ -171,3 +171,26 @@ def paired_difference(a: Sequence[Cell], b: Sequence[Cell], metric: str = "acc",
     low, high = (float(v) for v in np.percentile(draws, [tail, 100 - tail]))
     p = float(min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean())))
     return Difference(diff, low, high, p, bool(low > 0 or high < 0))
+
+
+def seen_accuracy(R: np.ndarray) -> np.ndarray:
+    """(..., T, T) matrices by learning position -> (..., T): after step i, the mean accuracy on the
+    tasks learnt so far (columns 0..i) — the curve a continual learner is judged by."""
+    T = R.shape[-1]
+    return np.stack([R[..., i, :i + 1].mean(-1) for i in range(T)], -1)
+
+
+def curve(cells: Sequence[Cell], *, orders: Orders = None, n_boot: int = 2000, seed: int = 0,
+          level: float = 0.95) -> list[Interval]:
+    """seen_accuracy after each step: mean ± std over cells and a bootstrap interval per step (seeds
+    and test examples resampled, as in `bootstrap`)."""
+    order = _orders(cells, orders)
+    columns = _stack(cells, order)
+    per_seed = seen_accuracy(_full_matrices(columns, order))  # (S, T)
+    seeds, examples = _draws(columns, n_boot, np.random.default_rng(seed))
+    draws = seen_accuracy(_resampled_matrices(columns, order, seeds, examples)).mean(1)  # (B, T)
+    tail = (1 - level) / 2 * 100
+    lows, highs = np.percentile(draws, [tail, 100 - tail], axis=0)
+    std = per_seed.std(0, ddof=1) if len(cells) > 1 else np.zeros(per_seed.shape[1])
+    return [Interval(float(m), float(s), float(lo), float(hi), len(cells))
+            for m, s, lo, hi in zip(per_seed.mean(0), std, lows, highs)]

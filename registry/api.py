@@ -438,6 +438,22 @@ class Registry:
             check_hex(blob)
         return [tuple(r) for r in rows]
 
+    def read_file(self, ref: str, name: str, max_bytes: int = 1 << 20) -> bytes:
+        """The bytes of one small file of a version (e.g. adapter_config.json), hash-checked, without
+        a checkout: for viewers that only read. Refuses files over `max_bytes`."""
+        import tempfile
+
+        found = {p: (b, n) for p, b, n in self.files(ref)}
+        if name not in found:
+            raise RefError(f"{ref} has no file {name!r} (files: {', '.join(sorted(found))})")
+        blob, size = found[name]
+        if size > max_bytes:
+            raise ValueError(f"{ref}/{name} is {size} bytes; read_file serves at most {max_bytes}")
+        with tempfile.TemporaryDirectory() as tmp:
+            dest = Path(tmp) / "file"
+            self.store.copy_out(blob, dest, f"{ref}/{name}")
+            return dest.read_bytes()
+
     def path(self, ref: str, progress: Callable[[int], None] | None = None) -> Path:
         """A verified local folder holding the version's files (a cached checkout, re-checked each call).
 

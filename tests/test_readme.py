@@ -20,6 +20,8 @@ README = ROOT / "README.md"
 # Lines that need what a test cannot have: the real SmolLM2 run or the shared CL_Benchmark data (covered
 # by benchmarks and test_demo), or the project set-up and this very test suite (.venv/bin/...).
 NEEDS_REAL_MODEL_OR_DATA = re.compile(r"smollm2|cl_benchmark|cl-benchmark|\.\./shared|\bdemo\b|scripts/setup|\.venv/")
+# `ui` serves until stopped; tests/adapter_hub/ui runs the same app in-process and in a browser.
+SERVES_UNTIL_STOPPED = re.compile(r"adapter-hub( --registry \S+)? ui\b")
 
 
 def blocks(text: str) -> list[tuple[str, str]]:
@@ -76,7 +78,7 @@ def test_readme_code_runs_as_written(tmp_path, monkeypatch):
             ran["python"] += 1
             continue
         for command in shell_commands(code):
-            if NEEDS_REAL_MODEL_OR_DATA.search(command):
+            if NEEDS_REAL_MODEL_OR_DATA.search(command) or SERVES_UNTIL_STOPPED.match(command):
                 skipped.append(command)
                 continue
             words = shlex.split(command.replace("~", str(tmp_path)))

@@ -119,3 +119,4 @@ from adapter_hub.cli import registry_cmds  # noqa: E402,F401
 from adapter_hub.cli import ops_cmds  # noqa: E402,F401
 from adapter_hub.cli import learn_cmds  # noqa: E402,F401
 from adapter_hub.cli import bench_cmds  # noqa: E402,F401
+from adapter_hub.cli import ui_cmds  # noqa: E402,F401

@@ -10,6 +10,7 @@ import click
 
 from adapter_hub.cli import Context, cli, compute_options, pass_ctx
 from adapter_hub.cli.output import emit_json, table
+from registry import views
 
 
 @cli.group()
@@ -65,12 +66,10 @@ def bench_list(ctx: Context, as_json: bool) -> None:
 
     Example: adapter-hub bench list --json
     """
-    runs = ctx.registry().list_runs()
     if as_json:
-        emit_json([{"name": r.name, "status": r.status, "created_at": r.created_at.isoformat(),
-                    "tasks": r.results.get("tasks") or r.config.get("tasks"),
-                    "strategies": list((r.results.get("strategies") or {}).keys())} for r in runs])
+        emit_json(views.runs(ctx.registry()))
         return
+    runs = ctx.registry().list_runs()
     table(["run", "status", "created (UTC)", "tasks", "strategies"],
           [[r.name, r.status, f"{r.created_at:%Y-%m-%d %H:%M}", " → ".join(r.results.get("tasks") or
             [str(t) for t in r.config.get("tasks", [])]), ", ".join(s.get("label") or s.get("name")
@@ -88,10 +87,10 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
     """
     from adapter_hub.report import fmt
 
-    info = ctx.registry().get_run(run)
     if as_json:
-        emit_json(info.to_dict())
+        emit_json(views.run(ctx.registry(), run))
         return
+    info = ctx.registry().get_run(run)
     tasks = info.results.get("tasks") or []
     click.echo(f"run {info.name}: {info.status}; base model {info.config.get('base_model')}; "
                f"scorer {info.results.get('scorer')}")
@@ -133,10 +132,7 @@ def bench_compare(ctx: Context, runs: tuple[str, ...], as_json: bool) -> None:
     reg = ctx.registry()
     infos = [reg.get_run(r) for r in runs]
     if as_json:
-        emit_json([{"run": i.name, "strategy": label, "metrics": e.get("metrics"), "intervals": e.get("intervals"),
-                    "cells": e.get("cells_done"), "train_seconds": e.get("train_seconds"),
-                    "against": i.results.get("baseline"), "difference": (i.results.get("differences") or {}).get(label)}
-                   for i in infos for label, e in (i.results.get("strategies") or {}).items()])
+        emit_json(views.comparison(infos))
     else:
         _print_comparison(infos)
 

@@ -10,6 +10,7 @@ import click
 
 from adapter_hub.cli import Context, cli, pass_ctx
 from adapter_hub.cli.output import byte_progress, emit_json, fields, human_bytes, table
+from registry import views
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -226,7 +227,7 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 
     Example: adapter-hub list --json
     """
-    rows = ctx.registry().tasks()
+    rows = views.tasks(ctx.registry())
     if as_json:
         emit_json(rows)
     elif not rows:
@@ -247,10 +248,11 @@ def versions(ctx: Context, task: str, include_deleted: bool, as_json: bool) -> N
 
     Example: adapter-hub versions topic --all
     """
-    found = ctx.registry().versions(task, include_deleted=include_deleted)
+    reg = ctx.registry()
     if as_json:
-        emit_json([v.to_dict() for v in found])
+        emit_json(views.versions(reg, task, include_deleted=include_deleted))
     else:
+        found = reg.versions(task, include_deleted=include_deleted)
         table(VERSION_COLUMNS, [_version_row(v) for v in found])
 
 
@@ -270,12 +272,13 @@ def search(ctx: Context, task, base_model, tag_pairs, alias, metrics, since, inc
 
     Example: adapter-hub search --tag stage=dev --metric 'topic/accuracy>=0.8'
     """
-    found = ctx.registry().search(task=task, base_model=base_model, tag=_kv_pairs(tag_pairs, "--tag"), alias=alias,
-                                  metrics=list(metrics), include_deleted=include_deleted,
-                                  since=since.replace(tzinfo=timezone.utc) if since else None)
+    filters = dict(task=task, base_model=base_model, tag=_kv_pairs(tag_pairs, "--tag"), alias=alias,
+                   metrics=list(metrics), include_deleted=include_deleted,
+                   since=since.replace(tzinfo=timezone.utc) if since else None)
     if as_json:
-        emit_json([v.to_dict() for v in found])
+        emit_json(views.search(ctx.registry(), **filters))
     else:
+        found = ctx.registry().search(**filters)
         table(VERSION_COLUMNS, [_version_row(v) for v in found])
 
 
@@ -289,14 +292,13 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     Example: adapter-hub show topic@best
     """
     reg = ctx.registry()
+    if as_json:
+        emit_json(views.version(reg, ref))
+        return
     v = reg.get(ref, include_deleted=True)
     files = reg.files(v.ref) if not v.deleted else []
     parents = reg.lineage(v.ref, "up", max_depth=1)
     evals = reg.evaluations(v.ref)
-    if as_json:
-        emit_json({**v.to_dict(), "files": [{"path": p, "sha256": b, "size": n} for p, b, n in files],
-                   "parents": [e.to_dict() for e in parents], "evaluations": evals})
-        return
     fields([("ref", v.ref), ("digest", v.digest), ("base model", v.base_model),
             ("base fingerprint", v.base_fingerprint), ("rank / alpha", f"{v.rank} / {v.alpha}"),
             ("modules", f"{len(v.target_modules)} ({', '.join(sorted({m.rsplit('.', 1)[-1] for m in v.target_modules}))})"),
@@ -325,10 +327,11 @@ def lineage(ctx: Context, ref: str, direction: str | None, depth: int | None, as
 
     Example: adapter-hub lineage topic:2 --both
     """
-    edges = ctx.registry().lineage(ref, direction or "up", depth)
     if as_json:
-        emit_json([e.to_dict() for e in edges])
-    elif not edges:
+        emit_json(views.lineage(ctx.registry(), ref, direction or "up", depth))
+        return
+    edges = ctx.registry().lineage(ref, direction or "up", depth)
+    if not edges:
         click.echo(f"{ref}: no recorded {'descendants' if direction == 'down' else 'parents'}")
     else:
         table(["depth", "parent", "kind", "child", "parameters"],

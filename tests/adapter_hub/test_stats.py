@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from adapter_hub.metrics import summarize
+from adapter_hub import stats
 from adapter_hub.stats import bootstrap, metric_of, paired_difference
 
 
@@ -110,3 +111,29 @@ def test_cells_learnt_in_another_order_are_resampled_by_task():
         bootstrap([forward], "acc", orders=[[0, 0, 1]])
     with pytest.raises(ValueError, match="examples in one cell"):  # without the orders the sizes clash
         bootstrap([forward, cell], "acc")
+
+
+def test_curve_is_the_seen_task_accuracy_with_the_bootstrap_of_a_direct_loop():
+    """stats.curve on a hand-made two-seed, two-task case: the means are hand-computed and the interval
+    is the percentile interval of a plain loop over the same draws (seeds, then each task's examples)."""
+    import numpy as np
+
+    a = [[[1, 0, 1, 1], None], [[1, 0, 0, 1], [0, 1, 1]]]  # seed 0: after task 1, after task 2
+    b = [[[1, 1, 1, 1], None], [[0, 0, 1, 1], [1, 1, 1]]]
+    points = stats.curve([a, b], n_boot=500, seed=7)
+    assert [p.mean for p in points] == pytest.approx([(0.75 + 1.0) / 2, ((0.5 + 2 / 3) / 2 + (0.5 + 1.0) / 2) / 2])
+    assert [p.seeds for p in points] == [2, 2]
+    rng = np.random.default_rng(7)
+    seeds = rng.integers(0, 2, size=(500, 2))
+    ex = [rng.integers(0, 4, size=(500, 4)), rng.integers(0, 3, size=(500, 3))]
+    cells = [a, b]
+    draws = np.zeros((500, 2))
+    for k in range(500):
+        for s in seeds[k]:
+            c = cells[s]
+            first = np.mean(np.asarray(c[0][0])[ex[0][k]])
+            second = (np.mean(np.asarray(c[1][0])[ex[0][k]]) + np.mean(np.asarray(c[1][1])[ex[1][k]])) / 2
+            draws[k] += [first / 2, second / 2]
+    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
+    assert [p.low for p in points] == pytest.approx(low.tolist())
+    assert [p.high for p in points] == pytest.approx(high.tolist())
