@@ -200,13 +200,19 @@ def free_run_name(registry, name: str) -> str:
     raise ValueError(f"no free run name like {name!r}")
 
 
+EXECUTORS = ("local", "ray")
+
+
 def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume: bool = True,
-              echo: Callable[[str], None] = print, on_step: Callable | None = None):
+              echo: Callable[[str], None] = print, on_step: Callable | None = None, executor: str = "local",
+              address: str | None = None, max_parallel: int | None = None):
     """Run (or resume) a benchmark; returns the registry's RunInfo with results filled in.
 
-    Cells run one after the other: train (every state registered), evaluate on every task, store the
-    cell's matrix, metrics and per-example correctness with the run, so `bench show` sees results as
-    they come. A resumed run keeps the cells already evaluated and resumes the one it stopped in."""
+    Cells run one after the other (executor "local", in this process) or as Ray tasks in parallel
+    (executor "ray", adapter_hub.executors: `address` names the cluster, `max_parallel` caps the cells
+    in flight): train (every state registered), evaluate on every task, store the cell's matrix,
+    metrics and per-example correctness with the run, so `bench show` sees results as they come. A
+    resumed run keeps the cells already evaluated and resumes the one it stopped in."""
     from adapter_hub.continual import STRATEGIES
     from adapter_hub.models import dtype_name, load_base_model, load_tokenizer, resolve_dtype
     from adapter_hub.train import resolve_device
@@ -216,6 +222,16 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
         if spec.name not in STRATEGIES:
             raise ValueError(f"unknown strategy {spec.name!r}; available: {', '.join(STRATEGIES)}")
         STRATEGIES[spec.name].check_params(spec.params, where=f"strategy {spec.label}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "local" and (address is not None or max_parallel is not None):
+        raise ValueError("--address and --max-parallel are for --executor ray")
+    if max_parallel is not None and max_parallel < 1:
+        raise ValueError(f"max_parallel must be at least 1, got {max_parallel}")
+    if executor == "ray":
+        from adapter_hub.executors import require_ray
+
+        require_ray()  # before anything is written
     name = name or config.name or f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     tasks = load_tasks(config)  # data errors before anything is written
     by_spec = dict(zip(config.tasks, tasks))
@@ -242,6 +258,17 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
     registry.update_run(name, status="running")  # a resumed run is running again, not "failed"
     seeds, orders = config.cell_seeds(), config.cell_orders()
     single = len(seeds) == 1 and len(orders) == 1
+    if executor == "ray":
+        from adapter_hub.executors import run_on_ray
+
+        if results is None:
+            results = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, "seeds": seeds,
+                       "orders": [[by_spec[s].name for s in o] for o in orders], "strategies": {}, "eval_seconds": 0.0}
+        for spec in config.strategies:
+            entry = results["strategies"].setdefault(spec.label, {"strategy": spec.name, "params": spec.params,
+                                                                  "cells": {}})
+            entry["cells_total"] = len(seeds) * len(orders)
+        return run_on_ray(config, registry, name, results, address=address, max_parallel=max_parallel, echo=echo)
     run = None
     try:
         device = resolve_device(config.device)
@@ -441,16 +468,20 @@ class _Run:
         return route(self._test_features(task), prototypes)
 
     def summarise(self, final: bool = False) -> None:
-        """Recompute every strategy's summary, intervals and the differences against the baseline."""
-        from adapter_hub import cells
+        summarise(self.results, final)
 
-        strategies = self.results["strategies"]
-        names = {label: entry["strategy"] for label, entry in strategies.items()}
-        references = cells.references_of(strategies, names)
-        n_boot = 2000 if final else 400  # intermediate summaries only need to be indicative
-        for entry in strategies.values():
-            cells.aggregate(entry, self.results["tasks"], self.results.get("base_by_task", {}), references, n_boot)
-        baseline = cells.default_baseline(strategies, names)
-        if baseline is not None:
-            self.results["baseline"] = baseline
-            self.results["differences"] = cells.differences(strategies, self.results["tasks"], baseline, n_boot)
+
+def summarise(results: dict[str, Any], final: bool = False) -> None:
+    """Recompute every strategy's summary, intervals and the differences against the baseline, in place."""
+    from adapter_hub import cells
+
+    strategies = results["strategies"]
+    names = {label: entry["strategy"] for label, entry in strategies.items()}
+    references = cells.references_of(strategies, names)
+    n_boot = 2000 if final else 400  # intermediate summaries only need to be indicative
+    for entry in strategies.values():
+        cells.aggregate(entry, results["tasks"], results.get("base_by_task", {}), references, n_boot)
+    baseline = cells.default_baseline(strategies, names)
+    if baseline is not None:
+        results["baseline"] = baseline
+        results["differences"] = cells.differences(strategies, results["tasks"], baseline, n_boot)

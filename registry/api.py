@@ -25,7 +25,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
-from registry import housekeeping, queries, runs
+from registry import housekeeping, leases, queries, runs
 from registry.adapter_format import EXPORT_MANIFEST, inspect_folder
 from registry.db import (check_schema, check_sqlite_file, current_revision, describe, has_tables, make_engine,
                          session_scope,
@@ -563,16 +563,21 @@ class Registry:
                           scorer: str | None = None, run: str | int | None = None, context: str | None = None) -> None:
         """Store a score of the version `ref` itself on `task`. `context` says how it was used when it was
         not alone (e.g. the per_task system's adapter for that task): a score of a system that merely
-        contains the version must not be recorded against it."""
+        contains the version must not be recorded against it. Within a run, the same (version, task,
+        metric, dataset, scorer, context) is one row: scoring it again (a resumed cell) replaces it."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"evaluation value must be a finite number, got {value!r}")
         check_name(task, "evaluated task")
         with session_scope(self.engine, write=True) as s:
             info = queries.resolve(s, ref)
             rid = runs.run_id(s, run) if run is not None else None
-            s.execute(insert(E).values(version_id=info.id, task=task, metric=str(metric)[:64], value=float(value),
-                                       dataset=dataset, scorer=scorer, run_id=rid, created_at=utcnow(),
-                                       context=None if context is None else str(context)[:256]))
+            row = dict(version_id=info.id, task=task, metric=str(metric)[:64], dataset=dataset, scorer=scorer,
+                       run_id=rid, context=None if context is None else str(context)[:256])
+            if rid is not None:  # a run scoring the same thing again (a resumed or retried cell): one row
+                same = [E.c[k].is_(None) if v is None else E.c[k] == v for k, v in row.items()]
+                if s.execute(update(E).where(*same).values(value=float(value), created_at=utcnow())).rowcount:
+                    return
+            s.execute(insert(E).values(**row, value=float(value), created_at=utcnow()))
 
     def evaluations(self, ref: str) -> list[dict[str, Any]]:
         with session_scope(self.engine) as s:
@@ -625,6 +630,51 @@ class Registry:
     def get_run(self, run: str | int) -> runs.RunInfo:
         with session_scope(self.engine) as s:
             return runs.get_run(s, run)
+
+    # ---- benchmark cells run by several workers (registry/leases.py) ------------------------------
+
+    def plan_cells(self, run: str | int, cells: Sequence[str]) -> None:
+        """A pending row for each cell of the run that has none."""
+        with session_scope(self.engine, write=True) as s:
+            leases.plan(s, run, list(cells))
+
+    def claim_cell(self, run: str | int, cell: str, *, holder: str | None = None, node: str | None = None,
+                   lease_seconds: float = leases.DEFAULT_LEASE_SECONDS) -> int | None:
+        """Take the cell's lease: its new epoch (pass it to finish_cell), None if the cell is done;
+        CellBusyError while another live process holds it."""
+        with session_scope(self.engine, write=True) as s:
+            return leases.claim(s, run, cell, holder=holder or leases.this_holder(), node=node,
+                                lease_seconds=lease_seconds)
+
+    def heartbeat_cell(self, run: str | int, cell: str, epoch: int) -> bool:
+        with session_scope(self.engine, write=True) as s:
+            return leases.heartbeat(s, run, cell, epoch)
+
+    def check_cell(self, run: str | int, cell: str, epoch: int) -> None:
+        with session_scope(self.engine) as s:
+            leases.check(s, run, cell, epoch)
+
+    def finish_cell(self, run: str | int, cell: str, epoch: int, *, strategy: str, result: Mapping[str, Any],
+                    score_cache: Mapping[str, Any] | None = None) -> None:
+        """Merge the cell's results into the run and mark it done; LeaseLostError if the claim was taken over."""
+        payload = _json_object(result, "cell results")
+        cache = _json_object(score_cache, "score cache") if score_cache else None
+        with session_scope(self.engine, write=True) as s:
+            leases.finish(s, run, cell, epoch, strategy=strategy, result=payload, score_cache=cache)
+
+    def fail_cell(self, run: str | int, cell: str, epoch: int, error: str) -> None:
+        with session_scope(self.engine, write=True) as s:
+            leases.fail(s, run, cell, epoch, error)
+
+    def merge_run_results(self, run: str | int, values: Mapping[str, Any]) -> None:
+        """Set top-level keys of a run's results without overwriting what concurrent cells stored."""
+        payload = _json_object(values, "run results")
+        with session_scope(self.engine, write=True) as s:
+            leases.merge_results(s, run, payload)
+
+    def cell_states(self, run: str | int) -> list[leases.CellState]:
+        with session_scope(self.engine) as s:
+            return leases.states(s, run)
 
     def list_runs(self) -> list[runs.RunInfo]:
         with session_scope(self.engine) as s:

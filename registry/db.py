@@ -16,13 +16,14 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
+from sqlalchemy.pool import NullPool
 
 from registry.errors import RegistryError, SchemaError
 
 # The Alembic revision this code expects. A test checks it equals the script directory's head, so
 # the CLI can check the schema with one SELECT instead of importing Alembic (~0.3 s) on every call.
-HEAD_REVISION = "0003"
-KNOWN_REVISIONS = ("0001", "0002", "0003")
+HEAD_REVISION = "0004"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
 BUSY_TIMEOUT_MS = 60_000  # a writer waits up to a minute for the lock before giving up
 
 
@@ -41,7 +42,12 @@ def make_engine(url: str) -> Engine:
 
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        # A connection lives for one session only (NullPool), never idle in a pool: a process that also
+        # runs Ray's driver corrupted the database file through a pooled connection (reproduced in
+        # tests/adapter_hub/test_executors.py with a second registry handle in the driver; clean with
+        # NullPool). Opening a SQLite connection costs well under a millisecond.
+        engine = create_engine(url, poolclass=NullPool,
+                               connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table,
+from sqlalchemy import (JSON, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
                         UniqueConstraint)
 
 # Constraint names must be stable for Alembic batch migrations on SQLite (it recreates tables and
@@ -164,4 +164,24 @@ blob_pin = Table(
     Column("token", String(96), nullable=False, index=True),  # "pin-<host>-<pid>-<random>", one per registration
     Column("blob", String(64), nullable=False, index=True),
     _ts("created_at"),
+)
+
+
+# ---- revision 0004: benchmark cells and their leases (registry/leases.py) --------------------------
+
+# One row per cell of a run. A worker claims a cell (state running, epoch + 1, its holder and node,
+# a heartbeat); only the holder of the current epoch may store the cell's results, so a retried cell
+# and a slow original can never both write. A lease whose holder died (same host, pid gone) or fell
+# silent (no heartbeat for the lease time) can be taken over.
+bench_cell = Table(
+    "bench_cell", metadata,
+    Column("run_id", Integer, ForeignKey("bench_run.id"), primary_key=True),
+    Column("cell", String(160), primary_key=True),  # "seq/s0", "per_task/s1/o2"
+    Column("state", String(16), nullable=False),  # pending | running | done | failed
+    Column("epoch", Integer, nullable=False),  # bumped by every claim: the fencing token
+    Column("attempts", Integer, nullable=False),
+    Column("holder", String(160)),  # "host:pid" of the process running it
+    Column("node", String(160)),  # where it runs (Ray node, else the host)
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("error", Text),  # the last failure, one line
 )

@@ -50,8 +50,9 @@ def runs(reg: "Registry") -> list[dict[str, Any]]:
 
 
 def run(reg: "Registry", name: str) -> dict[str, Any]:
-    """`bench show RUN --json`: the whole stored run (config, status, results with cells, steps)."""
-    return reg.get_run(name).to_dict()
+    """`bench show RUN --json`: the whole stored run (config, status, results with cells, steps) and,
+    for a run whose cells were claimed by workers, each cell's state, node, attempts and error."""
+    return {**reg.get_run(name).to_dict(), "cell_states": [c.to_dict() for c in reg.cell_states(name)]}
 
 
 def comparison(infos: Sequence["RunInfo"]) -> list[dict[str, Any]]:

@@ -30,13 +30,20 @@ def bench() -> None:
 @click.option("--new-run", is_flag=True, help="Start a new run even if one of this name exists (named NAME-2, ...).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the report into this folder (new or empty) when the run is done.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where cells run: one after another in this process, or as Ray tasks (pip install "
+                   "'adapter-hub[ray]'); the registry is the one shared truth.")
+@click.option("--address", metavar="auto|ray://HOST:PORT", help="Ray cluster to join (default: start one here).")
+@click.option("--max-parallel", type=click.IntRange(min=1), metavar="N", help="At most N cells at a time (Ray).")
 @compute_options
 @pass_ctx
-def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, no_resume, new_run, report_dir) -> None:
+def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, no_resume, new_run, report_dir,
+              executor, address, max_parallel) -> None:
     """Train every strategy of CONFIG (TOML) through its task sequence, evaluate after every task, store it all.
 
     A run of the same name is resumed when its config is unchanged, refused (naming the changed
-    settings) when it is not. Example: adapter-hub bench run examples/tiny_benchmark.toml"""
+    settings) when it is not. Example: adapter-hub bench run examples/builtin_quick.toml
+    (on Ray: add --executor ray --max-parallel 2)"""
     from adapter_hub.bench import BenchConfig, free_run_name, run_bench
 
     if report_dir is not None and report_dir.is_dir() and any(report_dir.iterdir()):  # before hours of training
@@ -49,7 +56,8 @@ def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, n
         name = free_run_name(reg, name)
     from adapter_hub import progress
 
-    run = run_bench(config, reg, name=name, resume=not no_resume, echo=progress.say)
+    run = run_bench(config, reg, name=name, resume=not no_resume, echo=progress.say, executor=executor,
+                    address=address, max_parallel=max_parallel)
     _print_comparison([run])
     if report_dir is not None:
         from adapter_hub.report import write_report
@@ -108,6 +116,11 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
         table(["after \\ on", *order, "version"],
               [[order[i], *(fmt(v) for v in row), (entry.get("states") or [None] * len(order))[i]]
                for i, row in enumerate(entry["matrix"])], title=title)
+    states = ctx.registry().cell_states(info.name)
+    if any(c.state != "done" for c in states):
+        table(["cell", "state", "node", "holder", "attempts", "heartbeat (UTC)", "error"],
+              [[c.cell, c.state, c.node, c.holder, c.attempts, f"{c.heartbeat_at:%H:%M:%S}" if c.heartbeat_at else "",
+                (c.error or "")[:100]] for c in states], title="cells (distributed run)")
     if info.results.get("strategies"):
         _print_comparison([info])
         from adapter_hub.report import PHASE_HEADER, phase_rows

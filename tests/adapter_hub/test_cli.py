@@ -12,6 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from registry.testing import snapshot, write_adapter
+from registry.db import HEAD_REVISION
 
 from adapter_hub.cli import cli
 
@@ -32,7 +33,7 @@ def run(tmp_path):
 
 def test_registry_flow(run, tmp_path):
     a, b = write_adapter(tmp_path / "a", 0), write_adapter(tmp_path / "b", 1)
-    assert "schema   0003" in run("init").output
+    assert f"schema   {HEAD_REVISION}" in run("init").output
     assert run("register", str(a), "--task", "agnews", "--tag", "stage=dev", "--meta", "lr=0.001",
                "--metadata", '{"steps": 10}', "--note", "first").output.strip() == "agnews:1"
     assert run("register", str(b), "--task", "agnews", "--parent", "agnews:1").output.strip() == "agnews:2"

@@ -62,7 +62,7 @@ def _fill_at_first_revision(tmp_path, adapter_dir):
 
 def test_old_database_is_refused_until_upgraded_then_keeps_its_data(tmp_path, adapter_dir):
     root = _fill_at_first_revision(tmp_path, adapter_dir)
-    with pytest.raises(SchemaError, match=r"revision 0001 .* needs 0003; run `adapter-hub --registry .* db upgrade`"):
+    with pytest.raises(SchemaError, match=r"revision 0001 .* needs 0004; run `adapter-hub --registry .* db upgrade`"):
         Registry.open(root)
     result = CliRunner().invoke(cli, ["--registry", str(root), "list"])
     assert result.exit_code == 1 and "db upgrade" in result.output

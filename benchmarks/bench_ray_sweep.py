@@ -1,0 +1,88 @@
+"""A 4-cell benchmark sweep (2 strategies × 2 seeds, tiny model, built-in tasks) on the local executor
+vs on Ray with --max-parallel 2, each into a fresh registry, interleaved, medians; the stored matrices
+are checked identical. The Ray time includes starting the local cluster and its two workers (what a
+user of `bench run --executor ray` on one machine pays); the time with an already-started cluster is
+printed too.
+
+Run:  python benchmarks/bench_ray_sweep.py [--repeats 2] [--steps 300] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import emit  # noqa: E402
+
+
+def config(steps: int):
+    from adapter_hub.bench import BenchConfig
+
+    return BenchConfig.from_dict({
+        "name": "sweep", "base_model": "tiny-llama", "tasks": ["builtin:topic", "builtin:sentiment"],
+        "max_train": 256, "max_test": 64, "seeds": [0, 1], "lora": {"r": 8},
+        "train": {"steps": steps, "batch_size": 16, "max_length": 96}, "eval": {"batch_size": 32},
+        "strategies": [{"name": "seq"}, {"name": "mtl"}]})
+
+
+def matrices(run) -> dict:
+    return {k: c["matrix"] for e in run.results["strategies"].values() for k, c in e["cells"].items()}
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=300, help="training steps per task (cell length)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    import ray
+    import torch
+
+    from adapter_hub.bench import run_bench
+    from registry import Registry
+
+    cfg = config(args.steps)
+    local, on_ray, warm, reference = [], [], [], None
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds, run = timed(lambda: run_bench(cfg, Registry.open(Path(tmp) / "local"), echo=lambda m: None))
+            local.append(seconds)
+            reference = reference or matrices(run)
+            assert matrices(run) == reference
+
+            def sweep(where: str):
+                return run_bench(cfg, Registry.open(Path(tmp) / where), executor="ray", max_parallel=2,
+                                 echo=lambda m: None)
+
+            start = time.perf_counter()
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            run = sweep("ray")
+            on_ray.append(time.perf_counter() - start)
+            assert matrices(run) == reference, "Ray's matrices differ from the local executor's"
+            seconds, run = timed(lambda: sweep("ray-warm"))  # workers already up, model already loaded
+            warm.append(seconds)
+            assert matrices(run) == reference
+            ray.shutdown()
+    results = {"cells": 4, "steps_per_task": args.steps, "torch_threads_local": torch.get_num_threads(),
+               "local_s": statistics.median(local), "ray_s_with_cluster_start": statistics.median(on_ray),
+               "ray_s_warm_cluster": statistics.median(warm)}
+    results["ratio_ray_over_local"] = results["ray_s_with_cluster_start"] / results["local_s"]
+    results["ratio_warm_over_local"] = results["ray_s_warm_cluster"] / results["local_s"]
+    results["matrices_identical"] = True
+    emit(results, args.json)
+
+
+if __name__ == "__main__":
+    main()
