@@ -4,7 +4,10 @@ are checked identical. The Ray time includes starting the local cluster and its 
 user of `bench run --executor ray` on one machine pays); the time with an already-started cluster is
 printed too.
 
-Run:  python benchmarks/bench_ray_sweep.py [--repeats 2] [--steps 300] [--json out.json]
+`--local-threads 1` gives the local executor the resources of one Ray cell (one core), to see how
+the executor itself scales; the default (torch's choice: one thread per core) is what a user gets.
+
+Run:  python benchmarks/bench_ray_sweep.py [--repeats 2] [--steps 300] [--local-threads N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -44,12 +47,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300, help="training steps per task (cell length)")
+    parser.add_argument("--local-threads", type=int, help="torch threads of the local executor (default: torch's)")
     parser.add_argument("--json")
     args = parser.parse_args()
 
     import ray
     import torch
 
+    if args.local_threads:
+        torch.set_num_threads(args.local_threads)
     from adapter_hub.bench import run_bench
     from registry import Registry
 
