@@ -1,0 +1,109 @@
+"""One bench config run end to end with each speed-up switched off in turn and all on, in one process,
+interleaved, medians; the accuracy matrices of every variant are compared with the all-on run's.
+
+Switches (the rest — the head only at the answer positions, packed label candidates, length-sorted
+batches — has no off switch and is measured on its own by bench_train_head.py / bench_eval*.py):
+  share_work     the step cache (a training call already done in the registry is reloaded) and the
+                 score cache (a state already scored on a task is read back); bit-identical by design
+  shared_prefix  the instruction every prompt starts with is encoded once per state and task;
+                 equal up to float rounding (a near-tie could flip: the script reports it if so)
+
+Default: the tiny model on the built-in tasks, five strategies that share their first step.
+`--model smollm2-135m --data-root DIR --tasks dbpedia amazon` runs two real tasks at a small budget.
+
+Run:  python benchmarks/bench_cl_run.py [--repeats 2] [--steps 60] [--variants all_off ...] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import emit  # noqa: E402
+
+VARIANTS = {  # name -> (share_work, shared_prefix)
+    "all_on": (True, True),
+    "no_share_work": (False, True),
+    "no_shared_prefix": (True, False),
+    "all_off": (False, False),
+}
+
+
+def config(args, share_work: bool, shared_prefix: bool):
+    from adapter_hub.bench import BenchConfig
+
+    raw = {"name": "speed", "base_model": args.model, "tasks": args.tasks, "max_train": args.max_train,
+           "max_test": args.max_test, "seed": 0, "share_work": share_work, "data_root": args.data_root,
+           "lora": {"r": 8, "alpha": 32},
+           "train": {"steps": args.steps, "batch_size": 8, "lr": 3e-3 if args.model.startswith("tiny") else 1e-3,
+                     "max_length": args.max_length, "progress": False},
+           "eval": {"batch_size": 16, "max_length": args.max_length, "shared_prefix": shared_prefix},
+           "strategies": [{"name": s} for s in args.strategies]}
+    return BenchConfig.from_dict(raw)
+
+
+def matrices(run) -> dict:
+    return {label: entry["matrix"] for label, entry in run.results["strategies"].items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="tiny-llama")
+    parser.add_argument("--tasks", nargs="+", default=["builtin:topic", "builtin:sentiment", "builtin:animal"])
+    parser.add_argument("--data-root")
+    parser.add_argument("--strategies", nargs="+", default=["seq", "replay", "mtl", "per_task", "olora"])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--max-train", type=int, default=128)
+    parser.add_argument("--max-test", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--no-warmup", action="store_true", help="skip the discarded first run (costly on a real model)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    variants = {name: VARIANTS[name] for name in VARIANTS if name in args.variants or name == "all_on"}
+
+    from adapter_hub import progress
+    from adapter_hub.bench import run_bench
+    from registry import Registry
+
+    progress.set_mode("quiet")
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    found: dict[str, dict] = {}
+    if not args.no_warmup:
+        with tempfile.TemporaryDirectory() as tmp:  # warm-up, discarded: imports, first model load, allocator
+            run_bench(config(args, True, True), Registry.open(Path(tmp) / "registry"), echo=lambda m: None)
+    for _ in range(args.repeats):
+        for name, (share, prefix) in variants.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                reg = Registry.open(Path(tmp) / "registry")
+                start = time.perf_counter()
+                run = run_bench(config(args, share, prefix), reg, echo=lambda m: None)
+                times[name].append(time.perf_counter() - start)
+                found[name] = matrices(run)
+                reg.close()
+    results: dict[str, object] = {"model": args.model, "tasks": " ".join(args.tasks),
+                                  "strategies": " ".join(args.strategies), "repeats": args.repeats}
+    for name in variants:
+        results[f"{name}_s"] = statistics.median(times[name])
+    for name in variants:
+        if name != "all_on":
+            results[f"all_on_over_{name}"] = results["all_on_s"] / results[f"{name}_s"]
+    for name in variants:
+        if name != "all_on":
+            same = found[name] == found["all_on"]
+            results[f"matrices_{name}_identical"] = same
+            if not same:
+                worst = max(abs(a - b) for label in found[name] for ra, rb in zip(found[name][label],
+                            found["all_on"][label]) for a, b in zip(ra, rb))
+                results[f"matrices_{name}_max_difference"] = worst
+    emit(results, args.json, width=34)
+
+
+if __name__ == "__main__":
+    main()
