@@ -27,9 +27,12 @@ class MergeJudgement:
 
 
 def judge_merge(model, tokenizer, tasks: Sequence[Task], merged: LoraAdapter, parts: Mapping[str, LoraAdapter],
-                config: EvalConfig | None = None, own: Mapping[str, str] | None = None) -> MergeJudgement:
+                config: EvalConfig | None = None, own: Mapping[str, str] | None = None,
+                known: Mapping[str, Mapping[str, float]] | None = None) -> MergeJudgement:
     """Score `merged` and every part on every task. `own` maps each task to its part's label; by
-    default part i is task i's (parts given in the tasks' order, one each)."""
+    default part i is task i's (parts given in the tasks' order, one each). `known`: the parts'
+    accuracies from an earlier judgement on the same tasks and settings (part -> task -> accuracy),
+    so judging several merges of the same parts scores the parts once."""
     labels = list(parts)
     if MERGED in parts:
         raise ValueError(f"a part may not be labelled {MERGED!r} (the merged adapter's label)")
@@ -41,8 +44,12 @@ def judge_merge(model, tokenizer, tasks: Sequence[Task], merged: LoraAdapter, pa
     unknown = sorted(set(own.values()) - set(labels))
     if missing or unknown:
         raise ValueError(f"own adapters: no part for task(s) {missing}" if missing else f"unknown part(s) {unknown}")
-    scores = evaluate_states(model, tokenizer, tasks, {MERGED: merged, **parts}, config)
+    if known is not None and any(set(known.get(label, {})) != {t.name for t in tasks} for label in labels):
+        raise ValueError("known accuracies must give every part's accuracy on every task")
+    scores = evaluate_states(model, tokenizer, tasks, {MERGED: merged} if known else {MERGED: merged, **parts}, config)
     accuracy = {state: {t.name: per[t.name].accuracy for t in tasks} for state, per in scores.items()}
+    if known:
+        accuracy.update({label: dict(known[label]) for label in labels})
     normalized = {}
     for t in tasks:
         base = accuracy[own[t.name]][t.name]

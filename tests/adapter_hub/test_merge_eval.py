@@ -50,6 +50,17 @@ def test_judgement_matches_scoring_each_adapter_alone(setup):
     assert judged.normalized_mean == pytest.approx(sum(known) / len(known))
 
 
+def test_known_part_accuracies_give_the_same_judgement_with_only_the_merge_scored(setup):
+    model, tokenizer, tasks, parts = setup
+    first = judge_merge(model, tokenizer, tasks, ops.merge(list(parts.values()), "linear"), parts)
+    merged = ops.merge(list(parts.values()), "ties", density=0.5)
+    known = {label: first.accuracy[label] for label in parts}
+    fast = judge_merge(model, tokenizer, tasks, merged, parts, known=known)
+    assert fast == judge_merge(model, tokenizer, tasks, merged, parts)
+    with pytest.raises(ValueError, match="every part's accuracy on every task"):
+        judge_merge(model, tokenizer, tasks, merged, parts, known={"topic-adapter": known["topic-adapter"]})
+
+
 def test_judge_refuses_unpaired_parts(setup):
     model, tokenizer, tasks, parts = setup
     merged = ops.merge(list(parts.values()), "linear")
