@@ -112,7 +112,11 @@ def create_app(registry) -> Starlette:
 
     async def run_page(request: Request) -> Response:
         info = registry.get_run(request.path_params["run"])
-        return page("run.html", request, title=info.name, run=info, **_run_context(info))
+        cells = [[c.cell, c.state, c.node or "", c.holder or "", c.attempts,
+                  c.heartbeat_at.isoformat()[:19].replace("T", " ") if c.heartbeat_at else "", c.error or ""]
+                 for c in registry.cell_states(info.name)]
+        return page("run.html", request, title=info.name, run=info, cell_rows=cells, cell_header=CELL_HEADER,
+                    **_run_context(info))
 
     async def compare_page(request: Request) -> Response:
         infos = _runs_asked(request)
@@ -176,6 +180,7 @@ def create_app(registry) -> Starlette:
 
 
 SEARCH_FIELDS = ("task", "tag", "metric", "alias", "base_model")
+CELL_HEADER = ["cell", "state", "node", "holder", "attempts", "heartbeat (UTC)", "error"]
 
 
 def _flag(request: Request, name: str) -> bool:

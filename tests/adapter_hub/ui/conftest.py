@@ -55,6 +55,13 @@ def ui_registry(tmp_path_factory) -> Path:
     cli(*reg, "reduce-rank", "merged:1", "--rank", "2", "--task", "merged", "--note", f"small {HOSTILE}", "-q")
     cli(*reg, "tag", "merged:1", f"note={HOSTILE}")
     cli(*reg, "alias", "merged:1", "best")
+    from registry import Registry
+
+    handle = Registry.open(location, create=False)  # as a distributed run's workers leave it: one cell failed
+    handle.plan_cells("ui-run", ["seq/s0", "seq/s1"])
+    epoch = handle.claim_cell("ui-run", "seq/s1", holder="worker-host:4242", node="node-b")
+    handle.fail_cell("ui-run", "seq/s1", epoch, f"ValueError: bad row {HOSTILE}")
+    handle.close()
     return location
 
 

@@ -127,6 +127,14 @@ def test_hostile_strings_render_as_text(client, hostile):
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+def test_run_page_lists_the_cells_workers_claimed_with_their_errors_escaped(client, hostile):
+    run = client.get("/runs/ui-run").text
+    assert 'id="cells"' in run and "node-b" in run and "worker-host:4242" in run and "failed" in run
+    assert hostile not in run and "bad row &lt;script&gt;" in run
+    states = {c["cell"]: c for c in client.get("/api/runs/ui-run").json()["cell_states"]}
+    assert states["seq/s1"]["state"] == "failed" and states["seq/s0"]["state"] == "pending"
+
+
 def test_search_page_finds_by_tag_and_metric(client, hostile):
     by_tag = client.get("/search", params={"tag": f"note={hostile}"}).text
     assert 'href="/versions/merged:1"' in by_tag and 'href="/versions/topic:1"' not in by_tag
@@ -171,3 +179,13 @@ def test_ui_command_refuses_a_folder_without_a_registry(tmp_path):
     result = CliRunner().invoke(cli, ["--registry", str(tmp_path / "none"), "ui"])
     assert result.exit_code == 1 and "error:" in result.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_bench_show_lists_cells_that_are_not_done(ui_registry):
+    from adapter_hub.cli import cli
+
+    result = CliRunner().invoke(cli, ["--registry", str(ui_registry), "bench", "show", "ui-run"])
+    assert result.exit_code == 0, result.output
+    assert "cells (distributed run)" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if "seq/s1" in line)
+    assert "failed" in row and "node-b" in row and "ValueError: bad row" in row
