@@ -58,8 +58,15 @@ class BenchConfig:
     # steps...) is reused, and a state already scored on a task is not scored again; both are
     # bit-identical to doing the work again (continual.step_cache), so off only to measure the saving.
     share_work: bool = True
+    # Tasks not yet learnt that each state is scored on: None (= "all") scores every one, the full
+    # matrix (a task's accuracy before it is learnt, in the plots); "next" only the next task, which is
+    # all the metrics need (FWT reads the superdiagonal): (T−1)(T−2)/2 of T² scorings fewer (3 of 16
+    # at T = 4, 91 of 225 at T = 15). None rather than "all" so that runs started before it resume.
+    future_tasks: str | None = None
 
     def __post_init__(self) -> None:
+        if self.future_tasks not in (None, "all", "next"):
+            raise ValueError(f"future_tasks must be 'all' or 'next', got {self.future_tasks!r}")
         if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {self.dtype!r}")
         for key in ("max_train", "max_test"):
@@ -373,6 +380,8 @@ class _Run:
         router = spec.params.get("router", "oracle") if per_task else None
         states: dict[str, Any] = {}
         routes: dict[int, dict[str, list[int]]] = {}  # step -> task -> the step whose adapter each example gets
+        only_next = self.config.future_tasks == "next"
+        wanted: dict[str, set[str]] | None = {} if only_next else None  # state -> the tasks it is scored on
         for i in range(1, T + 1):
             oracle = {t.name: (seq.steps[j].state if j < i else None) for j, t in enumerate(tasks)}
             if router == "prototype":
@@ -381,15 +390,25 @@ class _Run:
                 states[f"oracle@{i}"] = oracle
             else:
                 states[f"@{i}"] = oracle if per_task else seq.steps[i - 1].state
-        scores = self._score(states, tasks)
+            if wanted is not None:  # the i tasks learnt and the next one
+                for label in (f"@{i}", f"oracle@{i}"):
+                    wanted[label] = {t.name for t in tasks[:i + 1]}
+        scores = self._score(states, tasks, wanted)
+
+        def accuracy(label: str, task) -> float | None:
+            found = scores[label].get(task.name)
+            return None if found is None else found.accuracy
+
         out: dict[str, Any] = {
-            "matrix": [[scores[f"@{i}"][t.name].accuracy for t in tasks] for i in range(1, T + 1)],
+            "matrix": [[accuracy(f"@{i}", t) for t in tasks] for i in range(1, T + 1)],
             "correct": [[pack(scores[f"@{i}"][t.name].correct) if j < i else None for j, t in enumerate(tasks)]
                         for i in range(1, T + 1)],
         }
         for i, ref in enumerate(seq.refs, start=1):
             for j, t in enumerate(tasks):
-                s = scores[f"@{i}"][t.name]
+                s = scores[f"@{i}"].get(t.name)
+                if s is None:  # not scored (future_tasks = "next")
+                    continue
                 if not per_task:  # the state alone on every task
                     self.registry.record_evaluation(ref, task=t.name, metric="accuracy", value=s.accuracy,
                                                     dataset=t.fingerprint(), scorer=s.scorer, run=self.name)
@@ -399,30 +418,34 @@ class _Run:
                                                     dataset=t.fingerprint(), scorer=own.scorer, run=self.name,
                                                     context=f"{spec.name}: the task's own adapter (task id given)")
         if router == "prototype":
-            oracle_R = [[scores[f"oracle@{i}"][t.name].accuracy for t in tasks] for i in range(1, T + 1)]
+            oracle_R = [[accuracy(f"oracle@{i}", t) for t in tasks] for i in range(1, T + 1)]
             routed_right = [_router_accuracy(tasks[:i], routes[i]) for i in range(1, T + 1)]
             acc, oracle_acc = sum(out["matrix"][-1]) / T, sum(oracle_R[-1]) / T
             out["router"] = {"name": "prototype", "accuracy": routed_right, "oracle_matrix": oracle_R,
                              "oracle_acc": oracle_acc, "acc_over_oracle": acc / oracle_acc if oracle_acc else None}
         return out
 
-    def _score(self, states: dict[str, Any], tasks) -> dict[str, dict[str, Any]]:
-        """evaluate_states, except that a (state, task) this run has scored before — the same adapter
-        content (registry digest) or the bare base model, on the same test examples with the same
-        eval settings — is read from the run's score cache instead of being scored again."""
+    def _score(self, states: dict[str, Any], tasks, wanted: dict[str, set[str]] | None = None
+               ) -> dict[str, dict[str, Any]]:
+        """evaluate_states, task by task, on the (state, task) pairs `wanted` names (None: all), except
+        that with share_work a pair this run has scored before — the same adapter content (registry
+        digest) or the bare base model, on the same test examples with the same eval settings — is read
+        from the run's score cache instead of being scored again."""
         from adapter_hub.cells import unpack
         from adapter_hub.evaluate import TaskScore, evaluate_states
 
-        if not self.config.share_work:
+        if not self.config.share_work and wanted is None:
             return evaluate_states(self.model, self.tokenizer, tasks, states, self.eval)
-        cache = self.results.setdefault("score_cache", {})
+        cache = self.results.setdefault("score_cache", {}) if self.config.share_work else {}
         out: dict[str, dict[str, Any]] = {label: {} for label in states}
         digests: dict[int, str] = {}  # id(adapter) -> weights digest; the states (so the ids) live till we return
         for task in tasks:
             todo = {}
             for label, spec in states.items():
-                key = self._score_key(spec, task, digests)
-                if key in cache:
+                if wanted is not None and task.name not in wanted.get(label, ()):
+                    continue
+                key = self._score_key(spec, task, digests) if self.config.share_work else None
+                if key is not None and key in cache:
                     hit = cache[key]
                     bits = unpack(hit["correct"])
                     out[label][task.name] = TaskScore(task.name, label, hit["scorer"], hit["accuracy"], len(bits),

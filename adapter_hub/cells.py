@@ -73,7 +73,9 @@ def aggregate(entry: dict[str, Any], canonical: list[str], base: dict[str, float
     keys = sorted({k for c in cells for k in c["metrics"] if not k.endswith("_per_task")})
     entry["metrics"] = {k: _mean([c["metrics"].get(k) for c in cells]) for k in keys}
     first = [c for c in cells if c["order"] == cells[0]["order"]]
-    entry["matrix"] = np.mean([c["matrix"] for c in first], axis=0).tolist()
+    stacked = np.array([[[np.nan if v is None else v for v in row] for row in c["matrix"]] for c in first], dtype=float)
+    mean = stacked.mean(axis=0)  # an entry some cell did not score (future_tasks = "next") stays None
+    entry["matrix"] = [[None if np.isnan(v) else float(v) for v in row] for row in mean]
     entry["matrix_tasks"] = first[0]["tasks"]
     entry["states"] = cells[0]["states"]
     entry["train_seconds"] = round(sum(c.get("train_seconds") or 0.0 for c in cells), 2)

@@ -168,7 +168,8 @@ def _curves(plt, strategies, tasks, base, path) -> None:
         ax = axes[j // cols][j % cols]
         for label, entry in strategies.items():
             column = (entry.get("matrix_tasks") or tasks).index(task)  # its place in this strategy's order
-            ax.plot(steps, [row[column] for row in entry["matrix"]], marker="o", label=label)
+            ax.plot(steps, [math.nan if row[column] is None else row[column] for row in entry["matrix"]],
+                    marker="o", label=label)
         if base_of is not None:
             ax.axhline(base_of[task], color="gray", linestyle=":", label="base model")
         ax.axvline(j + 1, color="lightgray", linewidth=6, zorder=0)

@@ -362,3 +362,34 @@ def test_settings_added_after_a_run_started_do_not_block_its_resume():
     assert config_changes(stored, {"name": "r2", "seed": 0, "train": {"steps": 40}, "seeds": [], "orders": []}) == []
     assert config_changes(stored, {"seed": 0, "train": {"steps": 40}, "seeds": [1, 2]}) == ["seeds: '(unset)' -> [1, 2]"]
     assert config_changes(stored, {"seed": 1, "train": {"steps": 40}}) == ["seed: 0 -> 1"]
+
+
+def test_scoring_only_the_next_future_task_leaves_every_metric_unchanged(tmp_path):
+    """future_tasks = "next": a state is scored on the tasks learnt and the next one only. The skipped
+    entries (above the superdiagonal) are None; every scored entry, every metric (FWT included) and
+    the per-example bits equal the full matrix's; the evaluations recorded shrink by exactly those."""
+    import tomllib
+
+    base = tomllib.loads(CONFIG.format(name="full"))
+    base["tasks"] = ["builtin:topic", "builtin:sentiment", "builtin:animal"]
+    base["train"]["steps"] = 10
+    base["max_test"] = 16
+    base["strategies"] = [{"name": "seq"}, {"name": "per_task", "router": "prototype"}]
+    full_reg, next_reg = Registry.open(tmp_path / "full"), Registry.open(tmp_path / "next")
+    full = run_bench(BenchConfig.from_dict(base), full_reg, echo=lambda m: None).results
+    only_next = run_bench(BenchConfig.from_dict({**base, "future_tasks": "next"}), next_reg, echo=lambda m: None).results
+    for label in ("seq", "per_task"):
+        a, b = full["strategies"][label], only_next["strategies"][label]
+        assert b["matrix"][0][2] is None and a["matrix"][0][2] is not None
+        assert [[v for j, v in enumerate(row) if not (j > i + 1)] for i, row in enumerate(b["matrix"])] == \
+            [[v for j, v in enumerate(row) if not (j > i + 1)] for i, row in enumerate(a["matrix"])]
+        assert b["metrics"] == a["metrics"] and b["metrics"]["fwt"] is not None
+        assert b["cells"][label]["correct"] == a["cells"][label]["correct"]
+    assert only_next["strategies"]["per_task"]["cells"]["per_task"]["router"]["oracle_matrix"][0][2] is None
+
+    def evaluations(reg):
+        return sum(len(reg.evaluations(v.ref)) for t in reg.tasks() for v in reg.versions(t["task"]))
+
+    assert evaluations(full_reg) - evaluations(next_reg) == 1  # seq's state 1 on animal (per_task records own tasks)
+    with pytest.raises(ValueError, match="future_tasks must be 'all' or 'next'"):
+        BenchConfig.from_dict({**base, "future_tasks": "some"})
