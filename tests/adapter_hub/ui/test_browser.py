@@ -1,5 +1,5 @@
 """The web view in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`, which
-scripts/setup.sh installs where it may) driven by Selenium against a live uvicorn server. Each page is
+scripts/setup.sh installs as root for CI or when asked) driven by Selenium against a live uvicorn server. Each page is
 loaded and its content checked, a lineage node is clicked through to the parent, and screenshots are
 saved (into $ADAPTER_HUB_SCREENSHOTS when set: that is how the README's pictures are made).
 Skipped, with the reason, where no Chromium or driver is installed."""
@@ -24,7 +24,7 @@ CHROMIUM = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", 
 DRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and DRIVER):
     pytest.skip("no Chromium and chromedriver on PATH (Debian: apt-get install chromium chromium-driver; "
-                "scripts/setup.sh does it when run as root)", allow_module_level=True)
+                "ADAPTER_HUB_BROWSER=1 scripts/setup.sh does it as root)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
