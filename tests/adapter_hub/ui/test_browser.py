@@ -1,8 +1,8 @@
 """The web view in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`, which
-scripts/setup.sh installs as root for CI or when asked) driven by Selenium against a live uvicorn server. Each page is
-loaded and its content checked, a lineage node is clicked through to the parent, and screenshots are
-saved (into $ADAPTER_HUB_SCREENSHOTS when set: that is how the README's pictures are made).
-Skipped, with the reason, where no Chromium or driver is installed."""
+scripts/setup.sh installs as root for CI or when asked) driven by Selenium against a live uvicorn
+server. Each page is loaded and its content checked, a lineage node is clicked through to the
+parent, and screenshots are saved (into $ADAPTER_HUB_SCREENSHOTS when set: that is how the README's
+pictures are made). Skipped, with the reason, where no Chromium or driver is installed."""
 
 from __future__ import annotations
 
