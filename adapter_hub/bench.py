@@ -346,8 +346,10 @@ class _Run:
         self.results["base_seconds"] = round(time.perf_counter() - start, 2)
         self.results["eval_seconds"] += self.results["base_seconds"]
 
-    def cell(self, spec: StrategySpec, key: str, seed: int, order: int, tasks, hook) -> dict[str, Any]:
-        """Train one strategy through `tasks` with `seed` (resuming registered steps), then evaluate it."""
+    def cell(self, spec: StrategySpec, key: str, seed: int, order: int, tasks, hook,
+             before_register: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Train one strategy through `tasks` with `seed` (resuming registered steps), then evaluate it.
+        `before_register(step)` may raise to stop before a step is registered (executors' lease check)."""
         from adapter_hub.continual import STRATEGIES, ContinualConfig
         from adapter_hub.continual.runner import run_sequence
 
@@ -356,7 +358,7 @@ class _Run:
         cl = ContinualConfig(self.config.lora, self.config.train, seed)
         seq = run_sequence(spec.name, self.model, self.tokenizer, tasks, cl, params=spec.params,
                            registry=self.registry, run=f"{self.name}/{spec.label}" if single else f"{self.name}/{key}",
-                           on_step=hook, share_steps=self.config.share_work)
+                           on_step=hook, share_steps=self.config.share_work, before_register=before_register)
         for i, (result, ref, seconds) in enumerate(zip(seq.steps, seq.refs, seq.seconds), start=1):
             self.registry.record_run_step(self.name, strategy=key, step=i, task=result.task, version=ref,
                                           seconds=seconds or None)

@@ -6,8 +6,11 @@ With Ray, every (strategy, seed, order) cell is one task. A task opens the regis
 (registry/leases.py), loads the base model once per worker process (kept for the next cell that
 process runs), trains the cell's sequence — resuming the steps already registered, so a retried cell
 does not retrain them — scores it, and stores its results with `finish_cell`, which only the current
-lease holder may do. A worker that dies is replaced and the task retried by Ray (`max_retries`); a
-cell that raises is marked failed with its error and the run ends failed, naming it.
+lease holder may do; before registering each step it checks that it still holds the lease, so a worker
+whose cell was taken over stops before writing a version (the window left is that one check-then-
+register, against a lease that lapses only after 120 s of silence). A worker that dies is replaced
+and the task retried by Ray (`max_retries`); a cell that raises is marked failed with its error and
+the run ends failed, naming it.
 
 The base model's scores are one task of their own, run before the cells. The driver only plans,
 submits, waits, and summarises what the cells stored; it loads no model.
@@ -144,11 +147,15 @@ def run_cell(location: str, name: str, config, cell: CellPlan, threads: int | No
             order = [by_spec[s] for s in config.cell_orders()[cell.order]]
             run = _Run(registry, name, config, worker["model"], worker["tokenizer"], tasks, results, print)
 
-            def guard(*_args) -> None:  # after every step: stop as soon as the lease is gone
+            def guard(*_args) -> None:  # after every step: stop as soon as the heartbeat saw the lease go
                 if lost.is_set():
                     raise LeaseLostError(f"cell {cell.key!r}: lease lost while running; stopping")
 
-            result = run.cell(spec, cell.key, cell.seed, cell.order, order, guard)
+            def still_mine(step: int) -> None:  # just before a step is registered: ask the registry itself
+                guard()
+                registry.check_cell(name, cell.key, epoch)
+
+            result = run.cell(spec, cell.key, cell.seed, cell.order, order, guard, before_register=still_mine)
             cache = results.get("score_cache") or {}
             registry.finish_cell(name, cell.key, epoch, strategy=cell.label, result=result,
                                  score_cache={k: v for k, v in cache.items() if k not in known_cache})

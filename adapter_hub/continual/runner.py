@@ -44,12 +44,15 @@ def run_sequence(
     done: list[tuple[StepResult, str]] | None = None,
     on_step: Callable[[StepResult, str | None], None] | None = None,
     share_steps: bool = True,
+    before_register: Callable[[int], None] | None = None,
 ) -> SequenceResult:
     """Learn `tasks` in order with `strategy`. With a registry, every state is registered (tags
     run/strategy/step) and, when `resume`, steps already registered for this run are reloaded.
     `done` gives the already-learnt prefix explicitly instead (see load_chain: continuing from a ref).
     `share_steps`: a training call that some registered state already is (the same content key,
-    continual.step_cache) reuses it instead of training again — bit-identical, only faster."""
+    continual.step_cache) reuses it instead of training again — bit-identical, only faster.
+    `before_register(step)` runs just before a step is registered and may raise to stop the sequence
+    without registering it (a distributed cell whose lease was taken over, adapter_hub.executors)."""
     if registry is not None and not run:
         raise ValueError("registering a sequence needs a run name (run=...) to find it again on resume")
     strat = make_strategy(strategy, model, tokenizer, config, **(params or {}))
@@ -70,6 +73,8 @@ def run_sequence(
         seconds = time.perf_counter() - start
         ref = None
         if registry is not None:
+            if before_register is not None:
+                before_register(step)
             ref = _register(registry, run, strat, result, out.refs, config, tasks, seconds)
         out.steps.append(result)
         out.refs.append(ref)

@@ -146,3 +146,42 @@ def test_bad_executor_options_are_refused_before_anything_is_written(tmp_path):
         run_bench(config(), reg, max_parallel=2)
     assert reg.list_runs() == []
     reg.close()
+
+
+def test_a_worker_whose_lease_was_taken_over_stops_before_registering(tmp_path, monkeypatch):
+    """No Ray needed: run_cell in this process; after its first step another holder takes the lease
+    over (as after 120 s of silence). The worker stops before registering step 2 and stores nothing."""
+    from adapter_hub import executors
+    from adapter_hub.continual import runner
+    from registry.leases import LeaseLostError
+
+    cfg = config(seeds=[0, 1], train={"steps": 4, "batch_size": 8, "max_length": 64})
+    location = tmp_path / "registry"
+    reg = Registry.open(location)
+    reg.create_run("sweep", cfg.to_dict())
+    reg.update_run("sweep", results={"tasks": ["topic", "sentiment"], "strategies": {
+        "seq": {"strategy": "seq", "params": {}, "cells": {}}}, "eval_seconds": 0.0})
+    reg.plan_cells("sweep", ["seq/s0"])
+    real = runner.make_strategy
+
+    def make(*args, **kwargs):
+        strat = real(*args, **kwargs)
+        learn = strat.learn
+
+        def learn_then_lose(task, step, seen):  # step 1 registered; the lease goes while step 2 trains
+            result = learn(task, step, seen)
+            if step == 2:
+                reg.claim_cell("sweep", "seq/s0", holder="other-host:1", lease_seconds=0.0)
+            return result
+
+        strat.learn = learn_then_lose
+        return strat
+
+    monkeypatch.setattr(runner, "make_strategy", make)
+    with pytest.raises(LeaseLostError, match="taken over"):
+        executors.run_cell(str(location), "sweep", cfg, executors.CellPlan("seq", "seq/s0", 0, 0), threads=None)
+    assert [v.ref for v in reg.search(tag={"run": "sweep/seq/s0"})] == ["topic:1"]  # step 2 never registered
+    assert reg.get_run("sweep").results["strategies"]["seq"]["cells"] == {}
+    state = reg.cell_states("sweep")[0]
+    assert (state.state, state.epoch, state.holder) == ("running", 2, "other-host:1")
+    reg.close()
