@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from adapter_hub.cells import cell_key, pack
+from adapter_hub.cells import pack, plan
 from adapter_hub.config import LoraConfig
 from adapter_hub.evaluate import EvalConfig
 from adapter_hub.train import TrainConfig
@@ -262,19 +262,12 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
         results = existing.results if "base_by_task" in (existing.results or {}) else None
     else:
         registry.create_run(name, config.to_dict())
+    orders = config.cell_orders()
     registry.update_run(name, status="running")  # a resumed run is running again, not "failed"
-    seeds, orders = config.cell_seeds(), config.cell_orders()
-    single = len(seeds) == 1 and len(orders) == 1
     if executor == "ray":
         from adapter_hub.executors import run_on_ray
 
-        if results is None:
-            results = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, "seeds": seeds,
-                       "orders": [[by_spec[s].name for s in o] for o in orders], "strategies": {}, "eval_seconds": 0.0}
-        for spec in config.strategies:
-            entry = results["strategies"].setdefault(spec.label, {"strategy": spec.name, "params": spec.params,
-                                                                  "cells": {}})
-            entry["cells_total"] = len(seeds) * len(orders)
+        results = _results_skeleton(config, tasks, results)
         return run_on_ray(config, registry, name, results, address=address, max_parallel=max_parallel, echo=echo)
     run = None
     try:
@@ -282,29 +275,19 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
         dtype = resolve_dtype(config.dtype, device)
         model = load_base_model(config.base_model, device=device, dtype=dtype)  # a failure here marks the run failed
         tokenizer = load_tokenizer(config.base_model)
-        if results is None:
-            results = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, "device": str(device),
-                       "dtype": dtype_name(dtype), "seeds": seeds,
-                       "orders": [[by_spec[s].name for s in o] for o in orders], "strategies": {}, "eval_seconds": 0.0}
+        results = _results_skeleton(config, tasks, results, device=str(device), dtype=dtype_name(dtype))
         run = _Run(registry, name, config, model, tokenizer, tasks, results, echo)
         run.score_base()
-        for spec in config.strategies:
-            entry = results["strategies"].setdefault(spec.label, {"strategy": spec.name, "params": spec.params,
-                                                                  "cells": {}})
-            entry["cells_total"] = len(seeds) * len(orders)
-        # Seed-major: every strategy's first seed before any second one, so a run stopped part-way
-        # (or resumed over several sessions) already compares all strategies on the same seeds.
-        for k, order in enumerate(orders):
-            for seed in seeds:
-                for spec in config.strategies:
-                    entry = results["strategies"][spec.label]
-                    key = cell_key(spec.label, seed, k if len(orders) > 1 else -1, single)
-                    if (entry["cells"].get(key) or {}).get("matrix") is not None:
-                        continue  # evaluated before the interruption: kept as stored
-                    hook = None if on_step is None else (lambda r, ref, label=spec.label: on_step(label, r, ref))
-                    entry["cells"][key] = run.cell(spec, key, seed, k, [by_spec[s] for s in order], hook)
-                    run.summarise()
-                    registry.update_run(name, status="running", results=results)
+        specs = {spec.label: spec for spec in config.strategies}
+        for planned in plan(config):
+            entry = results["strategies"][planned.label]
+            if (entry["cells"].get(planned.key) or {}).get("matrix") is not None:
+                continue  # evaluated before the interruption: kept as stored
+            hook = None if on_step is None else (lambda r, ref, label=planned.label: on_step(label, r, ref))
+            entry["cells"][planned.key] = run.cell(specs[planned.label], planned.key, planned.seed, planned.order,
+                                                   [by_spec[s] for s in orders[planned.order]], hook)
+            run.summarise()
+            registry.update_run(name, status="running", results=results)
         run.summarise(final=True)
         registry.update_run(name, status="done", results=results)
     except BaseException:
@@ -313,6 +296,21 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
         registry.update_run(name, status="failed", results=results)
         raise
     return registry.get_run(name)
+
+
+def _results_skeleton(config: BenchConfig, tasks, results: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    """A new run's results (or a resumed run's, as stored) with an entry for every strategy of the config.
+    `extra` records where the run computes (the local executor's device and dtype)."""
+    seeds, orders = config.cell_seeds(), config.cell_orders()
+    if results is None:
+        by_spec = dict(zip(config.tasks, tasks))
+        results = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, **extra, "seeds": seeds,
+                   "orders": [[by_spec[s].name for s in o] for o in orders], "strategies": {}, "eval_seconds": 0.0}
+    for spec in config.strategies:
+        entry = results["strategies"].setdefault(spec.label, {"strategy": spec.name, "params": spec.params,
+                                                              "cells": {}})
+        entry["cells_total"] = len(seeds) * len(orders)
+    return results
 
 
 def _router_accuracy(learnt, routes: dict[str, list[int]]) -> float:

@@ -23,18 +23,11 @@ import threading
 import time
 from typing import Any, Callable
 
+from adapter_hub.cells import CellPlan, plan
 from registry.leases import DEFAULT_LEASE_SECONDS, LeaseLostError
 
 RAY_EXTRA = "pip install 'adapter-hub[ray]'"
 CELL_RETRIES = 3  # Ray retries a task whose worker process died this many times
-
-
-@dataclasses.dataclass(frozen=True)
-class CellPlan:
-    label: str  # the strategy's label in the config
-    key: str  # the cell's key in the run ("seq/s0", "seq/s0/o2", or the label for a one-cell strategy)
-    seed: int
-    order: int  # index into config.cell_orders()
 
 
 def require_ray():
@@ -43,16 +36,6 @@ def require_ray():
     except ImportError:
         raise ValueError(f"--executor ray needs Ray: {RAY_EXTRA}") from None
     return ray
-
-
-def plan(config) -> list[CellPlan]:
-    """Every cell of the config, seed-major (the local executor's order)."""
-    from adapter_hub.cells import cell_key
-
-    seeds, orders = config.cell_seeds(), config.cell_orders()
-    single = len(seeds) == 1 and len(orders) == 1
-    return [CellPlan(spec.label, cell_key(spec.label, seed, k if len(orders) > 1 else -1, single), seed, k)
-            for k in range(len(orders)) for seed in seeds for spec in config.strategies]
 
 
 # ---- the worker side -------------------------------------------------------------------------------
