@@ -5,13 +5,16 @@ averaged) — the number the merging papers (TIES, KnOTS, Iso-C) report."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 from adapter_hub.adapter import LoraAdapter
 from adapter_hub.data import Task
 from adapter_hub.evaluate import EvalConfig, evaluate_states
 
 MERGED = "merged"
+_OWN = "__own__"  # the internal per-task state of judge_merge(cross=False)
 
 
 @dataclass
@@ -21,18 +24,25 @@ class MergeJudgement:
     own: dict[str, str]  # task -> the label of the part that is that task's own adapter
     normalized: dict[str, float | None]  # task -> merged accuracy / own part's accuracy on it (None: own scored 0)
     normalized_mean: float | None
+    # state -> task -> 0/1 per test example, for the states this judgement scored (parts given as
+    # `known` are not rescored): what `normalized_interval` / `normalized_difference` resample.
+    correct: dict[str, dict[str, list[int]]] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("correct")
+        return out
 
 
 def judge_merge(model, tokenizer, tasks: Sequence[Task], merged: LoraAdapter, parts: Mapping[str, LoraAdapter],
                 config: EvalConfig | None = None, own: Mapping[str, str] | None = None,
-                known: Mapping[str, Mapping[str, float]] | None = None) -> MergeJudgement:
+                known: Mapping[str, Mapping[str, float]] | None = None, cross: bool = True) -> MergeJudgement:
     """Score `merged` and every part on every task. `own` maps each task to its part's label; by
     default part i is task i's (parts given in the tasks' order, one each). `known`: the parts'
     accuracies from an earlier judgement on the same tasks and settings (part -> task -> accuracy),
-    so judging several merges of the same parts scores the parts once."""
+    so judging several merges of the same parts scores the parts once. `cross=False` scores each part
+    on its own task only — all the normalized accuracy needs, in 1/T of the parts' scoring (then
+    `accuracy` and `known` hold each part's own task alone)."""
     labels = list(parts)
     if MERGED in parts:
         raise ValueError(f"a part may not be labelled {MERGED!r} (the merged adapter's label)")
@@ -44,16 +54,85 @@ def judge_merge(model, tokenizer, tasks: Sequence[Task], merged: LoraAdapter, pa
     unknown = sorted(set(own.values()) - set(labels))
     if missing or unknown:
         raise ValueError(f"own adapters: no part for task(s) {missing}" if missing else f"unknown part(s) {unknown}")
-    if known is not None and any(set(known.get(label, {})) != {t.name for t in tasks} for label in labels):
-        raise ValueError("known accuracies must give every part's accuracy on every task")
-    scores = evaluate_states(model, tokenizer, tasks, {MERGED: merged} if known else {MERGED: merged, **parts}, config)
-    accuracy = {state: {t.name: per[t.name].accuracy for t in tasks} for state, per in scores.items()}
+    wanted = {label: ({t.name for t in tasks} if cross else {t for t, o in own.items() if o == label})
+              for label in labels}
+    if known is not None and any(not wanted[label] <= set(known.get(label, {})) for label in labels):
+        raise ValueError("known accuracies must give every part's accuracy on every task"
+                         + ("" if cross else " it is judged on (its own)"))
     if known:
-        accuracy.update({label: dict(known[label]) for label in labels})
+        states: dict[str, object] = {MERGED: merged}
+    elif cross:
+        states = {MERGED: merged, **parts}
+    else:  # one per-task state: each task scored with its own part only
+        states = {MERGED: merged, _OWN: {t.name: parts[own[t.name]] for t in tasks}}
+    scores = evaluate_states(model, tokenizer, tasks, states, config)
+    accuracy = {MERGED: {t.name: scores[MERGED][t.name].accuracy for t in tasks}}
+    correct = {MERGED: {t.name: list(scores[MERGED][t.name].correct) for t in tasks}}
+    if known:
+        accuracy.update({label: {t: known[label][t] for t in wanted[label]} for label in labels})
+    elif cross:
+        accuracy.update({label: {t.name: scores[label][t.name].accuracy for t in tasks} for label in labels})
+        correct.update({label: {t.name: list(scores[label][t.name].correct) for t in tasks} for label in labels})
+    else:
+        accuracy.update({label: {t: scores[_OWN][t].accuracy for t in sorted(wanted[label])} for label in labels})
+        correct.update({label: {t: list(scores[_OWN][t].correct) for t in sorted(wanted[label])} for label in labels})
     normalized = {}
     for t in tasks:
         base = accuracy[own[t.name]][t.name]
         normalized[t.name] = accuracy[MERGED][t.name] / base if base > 0 else None
-    known = [v for v in normalized.values() if v is not None]
+    values = [v for v in normalized.values() if v is not None]
     return MergeJudgement([t.name for t in tasks], accuracy, dict(own), normalized,
-                          sum(known) / len(known) if known else None)
+                          sum(values) / len(values) if values else None, correct)
+
+
+# ---- intervals: the test examples resampled (the same indices for every adapter scored on a task) ---
+
+@dataclass(frozen=True)
+class NormalizedInterval:
+    value: float  # the mean normalized accuracy on the full test sets
+    low: float  # 95% percentile bootstrap interval
+    high: float
+
+
+def _draws(own: Mapping[str, Sequence[int]], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {task: rng.integers(0, len(bits), size=(n_boot, len(bits))) for task, bits in own.items()}
+
+
+def _normalized(merged: Mapping[str, Sequence[int]], own: Mapping[str, Sequence[int]],
+                draws: Mapping[str, np.ndarray] | None) -> np.ndarray:
+    """Mean over tasks of merged accuracy / own accuracy, per draw (a 0-d array without draws). A
+    draw where the own adapter scores 0 on a task leaves that task out of that draw's mean."""
+    ratios = []
+    for task, own_bits in own.items():
+        m, o = np.asarray(merged[task], dtype=float), np.asarray(own_bits, dtype=float)
+        if len(m) != len(o):
+            raise ValueError(f"task {task!r}: {len(m)} merged results for {len(o)} own results")
+        if draws is not None:
+            m, o = m[draws[task]], o[draws[task]]
+        own_acc = o.mean(axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(np.where(own_acc > 0, m.mean(axis=-1) / own_acc, np.nan))
+    return np.nanmean(np.stack(ratios), axis=0)
+
+
+def normalized_interval(merged: Mapping[str, Sequence[int]], own: Mapping[str, Sequence[int]], *,
+                        n_boot: int = 2000, seed: int = 0) -> NormalizedInterval:
+    """The mean normalized accuracy of one merge with a bootstrap interval over each task's test examples
+    (`merged[task]`, `own[task]`: 0/1 per example, the same examples in the same order)."""
+    draws = _draws(own, n_boot, seed)
+    boot = _normalized(merged, own, draws)
+    low, high = np.nanpercentile(boot, [2.5, 97.5])
+    return NormalizedInterval(float(_normalized(merged, own, None)), float(low), float(high))
+
+
+def normalized_difference(a: Mapping[str, Sequence[int]], b: Mapping[str, Sequence[int]],
+                          own: Mapping[str, Sequence[int]], *, n_boot: int = 2000, seed: int = 0
+                          ) -> tuple[NormalizedInterval, bool]:
+    """Normalized accuracy of merge a − merge b, paired (the same resampled examples for a, b and the own
+    adapters), and whether it is significant (the 95% interval excludes 0)."""
+    draws = _draws(own, n_boot, seed)
+    boot = _normalized(a, own, draws) - _normalized(b, own, draws)
+    low, high = np.nanpercentile(boot, [2.5, 97.5])
+    value = float(_normalized(a, own, None) - _normalized(b, own, None))
+    return NormalizedInterval(value, float(low), float(high)), bool(low > 0 or high < 0)

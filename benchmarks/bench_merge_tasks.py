@@ -1,6 +1,9 @@
 """Merging per-task adapters into one, judged on the tasks: normalized accuracy (merged accuracy / the
 task's own adapter's accuracy, per task and averaged; the number TIES, KnOTS and Iso-C report) for
-every merge method at its defaults. The parts are scored once; each merge is one routed pass per task.
+every merge method at its defaults. The parts are scored once, each on its own task only (all the
+normalized accuracy needs); each merge is one routed pass per task. Every mean carries a 95% bootstrap
+interval over the test examples, and every method's difference from TIES a paired one (the same
+resampled examples for both merges and the own adapters).
 
 The parts are registry versions, one per task, in the tasks' order — e.g. the states of a bench
 run's per_task cell (`adapter-hub bench show RUN --json` → results.strategies.per_task.cells.<cell>.states).
@@ -57,7 +60,7 @@ def main() -> None:
     from adapter_hub import ops, progress
     from adapter_hub.data import load_task
     from adapter_hub.evaluate import EvalConfig
-    from adapter_hub.merge_eval import judge_merge
+    from adapter_hub.merge_eval import MERGED, judge_merge, normalized_difference, normalized_interval
     from adapter_hub.models import load_base_model, load_tokenizer
     from registry import Registry
 
@@ -74,6 +77,8 @@ def main() -> None:
                        max_test=args.max_test, seed=args.seed) for spec in args.tasks]
     config = EvalConfig(scorer="loglik", batch_size=16, max_length=args.max_length)
     known = None
+    own_correct: dict[str, list[int]] = {}
+    merged_correct: dict[str, dict[str, list[int]]] = {}
     rows = {}
     for label in args.methods:
         method, kw = METHODS[label]
@@ -82,15 +87,30 @@ def main() -> None:
         start = time.perf_counter()
         merged = ops.merge(list(parts.values()), method, weights=weights, **kw)
         merge_s = time.perf_counter() - start
-        judged = judge_merge(model, tokenizer, tasks, merged, parts, config, known=known)
-        known = known or {ref: judged.accuracy[ref] for ref in parts}
-        rows[label] = {"normalized_mean": judged.normalized_mean, "normalized": judged.normalized,
-                       "accuracy": judged.accuracy["merged"], "merge_seconds": round(merge_s, 2)}
+        judged = judge_merge(model, tokenizer, tasks, merged, parts, config, known=known, cross=False)
+        if known is None:  # the first judgement scored the parts, each on its own task
+            known = {ref: judged.accuracy[ref] for ref in parts}
+            own_correct = {t.name: judged.correct[ref][t.name] for t, ref in zip(tasks, args.refs)}
+        merged_correct[label] = judged.correct[MERGED]
+        interval = normalized_interval(merged_correct[label], own_correct, seed=args.seed)
+        rows[label] = {"normalized_mean": judged.normalized_mean, "ci95": [interval.low, interval.high],
+                       "normalized": judged.normalized, "accuracy": judged.accuracy[MERGED],
+                       "merge_seconds": round(merge_s, 2)}
         shown = " ".join(f"{t}={v:.3f}" if v is not None else f"{t}=—" for t, v in judged.normalized.items())
-        print(f"{label:12s} normalized {judged.normalized_mean:.3f}  ({shown})  merge {merge_s:.1f} s", flush=True)
-    out = {"refs": args.refs, "tasks": [t.name for t in tasks], "max_test": args.max_test,
-           "own_accuracy": {t.name: known[ref][t.name] for t, ref in zip(tasks, args.refs)}, "methods": rows}
+        print(f"{label:12s} normalized {judged.normalized_mean:.3f} [{interval.low:.3f}, {interval.high:.3f}]  "
+              f"({shown})  merge {merge_s:.1f} s", flush=True)
     best = max(rows, key=lambda k: rows[k]["normalized_mean"] or 0)
+    reference = "ties" if "ties" in rows else next(iter(rows))
+    for label in rows:  # paired over the same resampled test examples
+        diff, significant = normalized_difference(merged_correct[label], merged_correct[reference], own_correct,
+                                                  seed=args.seed)
+        rows[label][f"minus_{reference}"] = {"value": diff.value, "ci95": [diff.low, diff.high],
+                                             "significant": significant}
+        print(f"{label:12s} − {reference}: {diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]"
+              f"{'  significant' if significant else ''}")
+    out = {"refs": args.refs, "tasks": [t.name for t in tasks], "max_test": args.max_test,
+           "own_accuracy": {t.name: known[ref][t.name] for t, ref in zip(tasks, args.refs)}, "methods": rows,
+           "best": best}
     print(f"best: {best} ({rows[best]['normalized_mean']:.3f})")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
