@@ -10,10 +10,13 @@ Names understood by `load_base_model` / `load_tokenizer`:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +108,25 @@ def quiet_progress_unless_tty() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def gguf_bars_unless_tty() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar (not one hf_logging can turn off): silenced for
+    the duration unless stderr is a terminal, so a first model load leaves no carriage returns in logs."""
+    import sys
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    original = getattr(gguf_utils, "tqdm", None)
+    if sys.stderr.isatty() or original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
@@ -210,8 +232,10 @@ def _smollm2_cache() -> Path:
 
     gguf = smollm2_gguf_path()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        with gguf_bars_unless_tty():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                             dtype=torch.float32)
     except ImportError as exc:
         raise ImportError(f"reading the GGUF file needs the gguf extra: pip install 'adapter-hub[gguf]' ({exc})")
     config = quantized.config

@@ -81,3 +81,25 @@ def test_phase_modes(capsys):
             progress.set_mode("loud")
     finally:
         progress.set_mode("auto")
+
+
+def test_the_gguf_readers_own_bar_is_silent_in_logs_and_kept_on_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from adapter_hub.models import gguf_bars_unless_tty
+
+    def drawn(terminal: bool) -> str:
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal, raising=False)
+        out = io.StringIO()
+        with gguf_bars_unless_tty():
+            for _ in gguf_utils.tqdm(range(5), desc="Converting", file=out, mininterval=0):
+                pass
+        return out.getvalue()
+
+    original = gguf_utils.tqdm
+    assert drawn(terminal=False) == ""
+    assert gguf_utils.tqdm is original  # put back
+    assert "Converting" in drawn(terminal=True) and "\r" in drawn(terminal=True)
