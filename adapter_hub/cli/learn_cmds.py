@@ -19,7 +19,7 @@ STRATEGY_NAMES = ["seq", "inc", "olora", "nlora", "inflora", "replay", "replay_g
 @compute_options
 @pass_ctx
 def demo(ctx, base_model: str, steps: int, out: str) -> None:
-    """Three tasks in sequence: seq forgets, replay remembers, per-task adapters merged with TIES; then a report.
+    """Three tasks in sequence: seq forgets, replay remembers, per-task adapters merged (iso_c); then a report.
 
     Every state is registered (in OUT/registry unless --registry or ADAPTER_HUB_REGISTRY says otherwise).
 
