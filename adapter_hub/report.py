@@ -13,7 +13,8 @@ METRIC_COLUMNS = [  # (key, header, note for the legend)
     ("acc", "ACC", "mean accuracy over all tasks after the last task"),
     ("bwt", "BWT", "mean (R[T][j] − R[j][j]), j < T: negative = forgetting"),
     ("fwt", "FWT", "mean (R[j−1][j] − base_j), j > 1: help from earlier tasks before seeing task j"),
-    ("forgetting", "F (max)", "mean (max_{l<T} R[l][j] − R[T][j]) — Chaudhry et al. 2018"),
+    ("forgetting", "F (max)", "mean (max_{j≤l<T} R[l][j] − R[T][j]), j < T: the best accuracy on task j after it "
+                              "was learnt minus the last — Chaudhry et al. 2018"),
     ("forgetting_first", "F (first)", "mean (R[j][j] − R[T][j]) — Avalanche's definition"),
     ("intransigence", "I", "mean (R*[k] − R[k][k]), R* from the run's mtl strategy"),
 ]
@@ -72,7 +73,8 @@ DIFFERENCE_HEADER = ["comparison", "cells", "ACC diff [95% CI]", "BWT diff [95% 
 
 def difference_rows(run) -> list[list[str]]:
     """Every strategy minus the run's baseline, paired over the same seeds, orders and test examples.
-    A difference whose interval holds 0 is reported as no difference."""
+    A difference whose interval holds 0 is reported as no difference; with one paired cell the verdict
+    says that only the test examples were resampled (two runs of one strategy differ by more)."""
     results = run.results or {}
     baseline = results.get("baseline")
     rows = []
@@ -85,7 +87,10 @@ def difference_rows(run) -> list[list[str]]:
             cells.append(f"{d['diff']:+.3f}{mark} [{d['low']:+.2f},{d['high']:+.2f}]")
             if d["significant"]:
                 verdicts.append(f"{header} {'higher' if d['diff'] > 0 else 'lower'} (p={d['p_value']:.3f})")
-        cells.append("significant: " + ", ".join(verdicts) if verdicts else "no difference")
+        verdict = "significant: " + ", ".join(verdicts) if verdicts else "no difference"
+        if by_metric["acc"]["cells"] < 2:  # nothing resampled but the test examples: say so
+            verdict += " (one seed: test-example noise only, training noise not measured)"
+        cells.append(verdict)
         rows.append(cells)
     return rows
 
@@ -110,8 +115,10 @@ def _write_into(run, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     results = run.results or {}
-    strategies: dict[str, Any] = results.get("strategies") or {}
-    if not strategies or not all("matrix" in e for e in strategies.values()):
+    every: dict[str, Any] = results.get("strategies") or {}
+    # a running or interrupted run reports the strategies evaluated so far and names the others
+    strategies = {label: e for label, e in every.items() if "matrix" in e}
+    if not strategies:
         raise ValueError(f"run {run.name!r} has no accuracy matrices yet (status {run.status}); run or resume it first")
     tasks: list[str] = results["tasks"]
     written = [out / "results.json"]
@@ -128,7 +135,8 @@ def _write_into(run, out: Path) -> list[Path]:
         path = out / "metrics_intervals.png"
         _intervals(plt, strategies, path)
         written.append(path)
-    (out / "report.md").write_text(_markdown(run, results, strategies, tasks))
+    pending = [label for label in every if label not in strategies]
+    (out / "report.md").write_text(_markdown(run, results, strategies, tasks, pending))
     written.append(out / "report.md")
     return written
 
@@ -208,7 +216,7 @@ def _intervals(plt, strategies, path) -> None:
     plt.close(fig)
 
 
-def _markdown(run, results, strategies, tasks) -> str:
+def _markdown(run, results, strategies, tasks, pending: list[str] = ()) -> str:
     cfg = run.config or {}
     lines = [f"# Benchmark run `{run.name}`", ""]
     lines += [f"- status: **{run.status}**, created {run.created_at:%Y-%m-%d %H:%M} UTC",
@@ -218,6 +226,8 @@ def _markdown(run, results, strategies, tasks) -> str:
               f"train {_budget(cfg.get('train', {}))}",
               f"- scorer: **{results.get('scorer')}** (loglik = rank the labels by length-normalised log-likelihood; "
               f"generate = greedy decoding, exact match); evaluation took {fmt(results.get('eval_seconds'), 1)} s",
+              *([f"- not evaluated yet: {', '.join(pending)} (the run is {run.status}; this report shows the "
+                 f"strategies with at least one evaluated cell)"] if pending else []),
               ""]
     lines += ["## Strategies compared", "", "| " + " | ".join(COMPARISON_HEADER[1:]) + " |",
               "|" + "---|" * (len(COMPARISON_HEADER) - 1)]

@@ -132,6 +132,11 @@ def test_interrupted_run_resumes_to_the_same_matrix(tmp_path):
     with pytest.raises(Stop):
         run_bench(BenchConfig.from_dict(raw), reg, echo=lambda m: None, on_step=stop)
     assert reg.get_run("r").status == "failed"
+    from adapter_hub.report import write_report  # an interrupted run reports what it has and names the rest
+
+    written = {p.name for p in write_report(reg.get_run("r"), tmp_path / "partial")}
+    assert "heatmap_seq.png" in written and not {"heatmap_per_task.png", "heatmap_mtl.png"} & written
+    assert "not evaluated yet: per_task, mtl" in (tmp_path / "partial" / "report.md").read_text()
     resumed = run_bench(BenchConfig.from_dict(raw), reg, echo=lambda m: None)
     assert resumed.status == "done"
     for label in ("seq", "per_task", "mtl"):
