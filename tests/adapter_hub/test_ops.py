@@ -385,3 +385,29 @@ def test_magnitude_mask_keeps_exactly_k_even_with_ties():
     assert int(magnitude_mask(torch.zeros(10), 0.3).sum()) == 3
     big = torch.randn(1000, 300, generator=torch.Generator().manual_seed(0))
     assert torch.equal(magnitude_mask(big, 0.3), ref_topk(big, 0.3) != 0)
+
+
+def test_a_long_merge_returns_freed_heap_memory_every_few_modules(monkeypatch):
+    """ops.merge trims the C heap every TRIM_EVERY modules (glibc kept a 7B merge's freed fp64 work
+    resident); the result is the same as without trimming."""
+    import importlib
+
+    merge_module = importlib.import_module("adapter_hub.ops.merge")
+    g = torch.Generator().manual_seed(0)
+
+    def adapter():
+        modules = {f"layer{i}.proj": ModuleFactors(torch.randn(2, 6, generator=g), torch.randn(5, 2, generator=g))
+                   for i in range(20)}
+        return LoraAdapter(modules, LoraConfig(r=2, alpha=4, target_modules=sorted(modules)))
+
+    adapters = [adapter(), adapter()]
+    calls = []
+    monkeypatch.setattr(merge_module, "_release_freed_memory", lambda device: calls.append(device.type))
+    trimmed = ops.merge(adapters, "iso_c")
+    assert calls == ["cpu"] * (20 // merge_module.TRIM_EVERY)
+    monkeypatch.setattr(merge_module, "TRIM_EVERY", 10**9)
+    untrimmed = ops.merge(adapters, "iso_c")
+    for m, f in trimmed.modules.items():
+        assert torch.equal(f.A, untrimmed.modules[m].A) and torch.equal(f.B, untrimmed.modules[m].B)
+    if merge_module._malloc_trim() is not None:  # glibc: the real call runs
+        merge_module._release_freed_memory(torch.device("cpu"))
