@@ -66,16 +66,16 @@ def judge_merge(model, tokenizer, tasks: Sequence[Task], merged: LoraAdapter, pa
     else:  # one per-task state: each task scored with its own part only
         states = {MERGED: merged, _OWN: {t.name: parts[own[t.name]] for t in tasks}}
     scores = evaluate_states(model, tokenizer, tasks, states, config)
-    accuracy = {MERGED: {t.name: scores[MERGED][t.name].accuracy for t in tasks}}
-    correct = {MERGED: {t.name: list(scores[MERGED][t.name].correct) for t in tasks}}
+    # what was scored, state -> task -> TaskScore: the parts' own-task scores sit in the per-task state
+    scored = {MERGED: scores[MERGED]}
+    if not known:
+        scored.update({label: {t.name: (scores[label] if cross else scores[_OWN])[t.name] for t in tasks
+                               if t.name in wanted[label]} for label in labels})
+    accuracy = {state: {t: score.accuracy for t, score in per.items()} for state, per in scored.items()}
+    correct = {state: {t: list(score.correct) for t, score in per.items()} for state, per in scored.items()}
     if known:
-        accuracy.update({label: {t: known[label][t] for t in wanted[label]} for label in labels})
-    elif cross:
-        accuracy.update({label: {t.name: scores[label][t.name].accuracy for t in tasks} for label in labels})
-        correct.update({label: {t.name: list(scores[label][t.name].correct) for t in tasks} for label in labels})
-    else:
-        accuracy.update({label: {t: scores[_OWN][t].accuracy for t in sorted(wanted[label])} for label in labels})
-        correct.update({label: {t: list(scores[_OWN][t].correct) for t in sorted(wanted[label])} for label in labels})
+        accuracy.update({label: {t.name: known[label][t.name] for t in tasks if t.name in wanted[label]}
+                         for label in labels})
     normalized = {}
     for t in tasks:
         base = accuracy[own[t.name]][t.name]
