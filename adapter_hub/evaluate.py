@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import inspect
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -36,7 +35,7 @@ from torch import nn
 from adapter_hub import progress
 from adapter_hub.data import Task
 from adapter_hub.lora import route
-from adapter_hub.models import decoder_and_head
+from adapter_hub.models import decoder_and_head, run_decoder
 from adapter_hub.prompts import encode_prompt, encode_target
 
 CURRENT = "current"  # the key of a result scored on the model as it is (no routing)
@@ -135,7 +134,7 @@ def score(
         ids, cut = encode_prompt(tokenizer, task, ex.text, config.length, reserve=reserve)
         prompts.append(ids)
         truncated += cut
-    order = sorted(range(len(examples)), key=lambda e: len(prompts[e]))  # length buckets: little padding
+    order = scoring_order(prompts)
     head_len = _shared_prefix_length(prompts) if config.shared_prefix else 0
     # Every adapter any row uses: the shared instruction's cache is computed once under each.
     used = list(dict.fromkeys(n for key in keys for n in (key.names if isinstance(key, PerExample) else [key])))
@@ -169,6 +168,12 @@ def score(
         results[key] = TaskScore(task.name, key, config.scorer, sum(correct) / len(examples), len(examples), f1,
                                  truncated, preds, correct)
     return results
+
+
+def scoring_order(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """The order rows are batched in: by length, so a batch's rows need little padding. Results do not
+    depend on it (each row is scored alone under its mask); benchmarks swap it to time the saving."""
+    return sorted(range(len(prompts)), key=lambda e: len(prompts[e]))
 
 
 MIN_SHARED_PREFIX = 4  # below this, copying the prefix cache costs about what it saves
@@ -238,23 +243,11 @@ def _answer_budget(tokenizer, task: Task, config: EvalConfig) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _cache_kw(module: nn.Module) -> str:
-    params = inspect.signature(module.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _run(model: nn.Module, ids, mask, positions, cache=None):
     """Hidden states (or logits when the model has no separable head) and the cache."""
     decoder, head = decoder_and_head(model)
-    kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
-    if cache is not None:
-        kwargs[_cache_kw(decoder)] = cache
-    out = decoder(**kwargs)
-    new_cache = out.get("cache", None) if hasattr(out, "get") else None
-    if new_cache is None:
-        new_cache = out.past_key_values
-    hidden = out.last_hidden_state if head is not None else out.logits
-    return hidden, new_cache
+    out, new_cache = run_decoder(decoder, cache, input_ids=ids, attention_mask=mask, position_ids=positions)
+    return (out.last_hidden_state if head is not None else out.logits), new_cache
 
 
 def _logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

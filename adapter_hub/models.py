@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import inspect
 import os
 import shutil
 import tempfile
@@ -140,6 +141,16 @@ def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
     if decoder is model or head is None or softcap:
         return model, None
     return decoder, head
+
+
+def run_decoder(decoder: nn.Module, cache=None, **kwargs) -> tuple[Any, Any]:
+    """The decoder's output and its KV cache, continuing from `cache` when given; transformers renamed
+    the argument and the output field from past_key_values to cache, and this works with both."""
+    if cache is not None:
+        kwargs["cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"] = cache
+    out = decoder(use_cache=True, **kwargs)
+    new_cache = out.get("cache", None) if hasattr(out, "get") else None
+    return out, (out.past_key_values if new_cache is None else new_cache)
 
 
 def load_tokenizer(name_or_path: str):

@@ -219,6 +219,29 @@ def test_rows_per_forward_are_capped_and_predictions_unchanged(tiny_model, token
         assert capped[label]["topic"].predictions == free[label]["topic"].predictions
 
 
+def test_length_sorted_batches_change_no_prediction_and_cut_padding(tiny_model, tokenizer, monkeypatch):
+    """Rows are batched by length for less padding; in test order every prediction must be the same."""
+    model = tiny_model()
+    states = {**_adapters(model, 2, std=0.2), "base": None}
+    task = load_task("builtin:topic", max_test=40)
+    widths = []
+    decoder = getattr(model, "base_model")
+    handle = decoder.register_forward_pre_hook(lambda m, args, kwargs: widths.append(kwargs["input_ids"].numel()),
+                                               with_kwargs=True)
+    config = EvalConfig(batch_size=8, shared_prefix=False)
+    try:
+        sorted_rows = evaluate_states(model, tokenizer, [task], states, config)
+        sorted_tokens, widths[:] = sum(widths), []
+        monkeypatch.setattr(evaluate, "scoring_order", lambda prompts: list(range(len(prompts))))
+        test_order = evaluate_states(model, tokenizer, [task], states, config)
+        unsorted_tokens = sum(widths)
+    finally:
+        handle.remove()
+    for label in states:
+        assert sorted_rows[label]["topic"].predictions == test_order[label]["topic"].predictions
+    assert sorted_tokens < unsorted_tokens  # the point of sorting: fewer (padded) tokens through the model
+
+
 def test_scored_logits_are_fp32_under_bf16_autocast(tiny_model):
     from adapter_hub.evaluate import head_fp32
     from adapter_hub.models import decoder_and_head

@@ -14,6 +14,7 @@ from adapter_hub import LoraConfig, attach
 from adapter_hub.data import load_task
 from adapter_hub.lora import lora_parameters
 from adapter_hub.prompts import encode_examples
+from adapter_hub import train
 from adapter_hub.train import IGNORE, TrainConfig, accumulate, answer_loss, collate, train_on
 
 
@@ -45,6 +46,54 @@ def test_answer_only_head_equals_the_full_logits_loss(tiny_model, tokenizer, nam
     ours, n = answer_loss(model, batch)
     assert n == int((batch["labels"] != IGNORE).sum())
     torch.testing.assert_close(ours, full_logits_loss(model, batch), atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_the_shared_instruction_runs_once_with_the_same_loss_and_gradients(tiny_model, tokenizer, name, monkeypatch):
+    """The rows' common instruction goes through the decoder as one row: loss and LoRA gradients equal
+    those of the full-logits reference, and fewer tokens pass through the model."""
+    monkeypatch.setattr(train, "MIN_SAVED_FLOPS", 0)  # a tiny model saves too little to share by default
+    model = _model(tiny_model, name).eval()  # eval: GPT-2's dropout off, so sharing applies to both shapes
+    batch = collate(_examples(tokenizer, 6), tokenizer.pad_token_id, torch.device("cpu"))
+    assert batch["common_prefix"] >= 20  # the instruction is shared
+    tokens = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda m, args, out: tokens.append(args[0].numel()))
+    params = lora_parameters(model, ["a"])
+    try:
+        loss, _ = answer_loss(model, batch)
+        shared_tokens, tokens[:] = sum(tokens), []
+        ours = torch.autograd.grad(loss, params)
+        reference_loss = full_logits_loss(model, batch)
+        reference = torch.autograd.grad(reference_loss, params)
+    finally:
+        handle.remove()
+    assert shared_tokens == batch["input_ids"].numel() - 5 * batch["common_prefix"]
+    torch.testing.assert_close(loss, reference_loss, atol=1e-5, rtol=1e-6)
+    for g, r in zip(ours, reference):
+        torch.testing.assert_close(g, r, atol=1e-6, rtol=1e-4)
+
+
+def test_no_shared_instruction_under_dropout_or_for_one_row(tiny_model, tokenizer, monkeypatch):
+    from adapter_hub.train import shared_prefix_length
+
+    examples = _examples(tokenizer, 6)
+    batch = collate(examples, tokenizer.pad_token_id, torch.device("cpu"))
+    llama = _model(tiny_model).train()
+    assert shared_prefix_length(llama, batch) == 0  # a tiny model saves less than the extra call costs
+    monkeypatch.setattr(train, "MIN_SAVED_FLOPS", 0)
+    assert shared_prefix_length(llama, batch) == batch["common_prefix"]
+    assert shared_prefix_length(llama, collate(examples[:1], tokenizer.pad_token_id, torch.device("cpu"))) == 0
+    assert shared_prefix_length(_model(tiny_model, "tiny-gpt2").train(), batch) == 0  # GPT-2's own dropout
+    lora_dropout = attach(tiny_model(), LoraConfig(r=4, alpha=8, dropout=0.1), name="a", seed=0).train()
+    assert shared_prefix_length(lora_dropout, batch) == 0  # one mask over the prefix would tie the rows
+    assert shared_prefix_length(lora_dropout.eval(), batch) == batch["common_prefix"]
+    mixed = collate(examples[:3] + _other_task(tokenizer), tokenizer.pad_token_id, torch.device("cpu"))
+    assert mixed["common_prefix"] < batch["common_prefix"] // 2  # two tasks' instructions: little in common
+
+
+def _other_task(tokenizer):
+    task = load_task("builtin:sentiment", max_train=3)
+    return encode_examples(tokenizer, task, task.train, 256)[0]
 
 
 def test_accumulation_gives_the_full_batch_gradient(tiny_model, tokenizer):
