@@ -1,12 +1,17 @@
 """One bench config run end to end with each speed-up switched off in turn and all on, in one process,
 interleaved, medians; the accuracy matrices of every variant are compared with the all-on run's.
 
-Switches (the rest — the head only at the answer positions, packed label candidates, length-sorted
-batches — has no off switch and is measured on its own by bench_train_head.py / bench_eval*.py):
+Switches:
   share_work     the step cache (a training call already done in the registry is reloaded) and the
                  score cache (a state already scored on a task is read back); bit-identical by design
-  shared_prefix  the instruction every prompt starts with is encoded once per state and task;
-                 equal up to float rounding (a near-tie could flip: the script reports it if so)
+  answer_head    training runs the vocabulary head on the answer positions only; off = the full head
+                 at every position, then the answer positions picked (the path before this speed-up)
+  train_prefix   training runs the instruction a batch's rows share once, as a one-row cache
+  sorted_rows    evaluation batches rows of similar length; off = rows in test order (more padding)
+  shared_prefix  evaluation encodes the instruction every prompt starts with once per state and task (older
+                 than the other four: "all_off_but_prefix" is the run without this wave's speed-ups)
+The last four are equal up to float rounding: a near-tie could flip, and the script reports it if so.
+The packed label candidates (bench_eval_paths.py) stay on in every variant.
 
 Default: the tiny model on the built-in tasks, five strategies that share their first step.
 `--model smollm2-135m --data-root DIR --tasks dbpedia amazon` runs two real tasks at a small budget.
@@ -17,6 +22,7 @@ Run:  python benchmarks/bench_cl_run.py [--repeats 2] [--steps 60] [--variants a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -26,25 +32,45 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import emit  # noqa: E402
 
-VARIANTS = {  # name -> (share_work, shared_prefix)
-    "all_on": (True, True),
-    "no_share_work": (False, True),
-    "no_shared_prefix": (True, False),
-    "all_off": (False, False),
+SWITCHES = ("share_work", "answer_head", "train_prefix", "sorted_rows", "shared_prefix")
+VARIANTS = {  # name -> the switches that are off
+    "all_on": (),
+    **{f"no_{switch}": (switch,) for switch in SWITCHES},
+    "all_off_but_prefix": SWITCHES[:-1],
+    "all_off": SWITCHES,
 }
 
 
-def config(args, share_work: bool, shared_prefix: bool):
+def config(args, off: tuple[str, ...]):
     from adapter_hub.bench import BenchConfig
 
     raw = {"name": "speed", "base_model": args.model, "tasks": args.tasks, "max_train": args.max_train,
-           "max_test": args.max_test, "seed": 0, "share_work": share_work, "data_root": args.data_root,
+           "max_test": args.max_test, "seed": 0, "share_work": "share_work" not in off, "data_root": args.data_root,
            "lora": {"r": 8, "alpha": 32},
            "train": {"steps": args.steps, "batch_size": 8, "lr": 3e-3 if args.model.startswith("tiny") else 1e-3,
                      "max_length": args.max_length, "progress": False},
-           "eval": {"batch_size": 16, "max_length": args.max_length, "shared_prefix": shared_prefix},
+           "eval": {"batch_size": 16, "max_length": args.max_length, "shared_prefix": "shared_prefix" not in off},
            "strategies": [{"name": s} for s in args.strategies]}
     return BenchConfig.from_dict(raw)
+
+
+@contextlib.contextmanager
+def code_paths_off(off: tuple[str, ...]):
+    """The speed-ups that are code paths, not settings, swapped for their slower equivalents."""
+    import adapter_hub.evaluate as evaluate
+    import adapter_hub.train as train
+
+    saved = train.decoder_and_head, train.shared_prefix_length, evaluate.scoring_order
+    if "answer_head" in off:  # no separable head: train.answer_logits takes the full-logits path
+        train.decoder_and_head = lambda model: (None, None)
+    if "train_prefix" in off:
+        train.shared_prefix_length = lambda model, batch: 0
+    if "sorted_rows" in off:
+        evaluate.scoring_order = lambda prompts: list(range(len(prompts)))
+    try:
+        yield
+    finally:
+        train.decoder_and_head, train.shared_prefix_length, evaluate.scoring_order = saved
 
 
 def matrices(run) -> dict:
@@ -77,13 +103,13 @@ def main() -> None:
     found: dict[str, dict] = {}
     if not args.no_warmup:
         with tempfile.TemporaryDirectory() as tmp:  # warm-up, discarded: imports, first model load, allocator
-            run_bench(config(args, True, True), Registry.open(Path(tmp) / "registry"), echo=lambda m: None)
+            run_bench(config(args, ()), Registry.open(Path(tmp) / "registry"), echo=lambda m: None)
     for _ in range(args.repeats):
-        for name, (share, prefix) in variants.items():
-            with tempfile.TemporaryDirectory() as tmp:
+        for name, off in variants.items():
+            with tempfile.TemporaryDirectory() as tmp, code_paths_off(off):
                 reg = Registry.open(Path(tmp) / "registry")
                 start = time.perf_counter()
-                run = run_bench(config(args, share, prefix), reg, echo=lambda m: None)
+                run = run_bench(config(args, off), reg, echo=lambda m: None)
                 times[name].append(time.perf_counter() - start)
                 found[name] = matrices(run)
                 reg.close()
