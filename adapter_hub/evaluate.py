@@ -36,7 +36,7 @@ from adapter_hub import progress
 from adapter_hub.data import Task
 from adapter_hub.lora import route
 from adapter_hub.models import decoder_and_head, run_decoder
-from adapter_hub.prompts import encode_prompt, encode_target
+from adapter_hub.prompts import common_prefix_length, encode_prompt, encode_target
 
 CURRENT = "current"  # the key of a result scored on the model as it is (no routing)
 DEFAULT_MAX_LENGTH = 256  # tokens per prompt when neither the eval nor a training config says
@@ -180,14 +180,9 @@ MIN_SHARED_PREFIX = 4  # below this, copying the prefix cache costs about what i
 
 
 def _shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
-    """Tokens every prompt starts with, leaving each prompt at least one token of its own."""
-    first = prompts[0]
-    n = min(len(p) for p in prompts) - 1
-    for p in prompts[1:]:
-        i = 0
-        while i < n and p[i] == first[i]:
-            i += 1
-        n = i
+    """Tokens every prompt starts with, leaving each prompt at least one token of its own; 0 when
+    too few to be worth caching."""
+    n = common_prefix_length(prompts)
     return n if n >= MIN_SHARED_PREFIX else 0
 
 

@@ -7,6 +7,7 @@ Training and evaluation share these functions, so the model is scored on exactly
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from adapter_hub.data import DataError, Example, Task
@@ -17,6 +18,18 @@ class Encoded:
     prompt: list[int]
     target: list[int]  # answer tokens, ending with eos
     truncated: bool  # the input was cut to fit max_length
+
+
+def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens all prompts start with (their shared instruction), leaving each prompt at least one
+    token of its own: the position that predicts the first answer token must lie after the prefix."""
+    first, n = prompts[0], min(map(len, prompts)) - 1
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
 
 
 def encode_target(tokenizer, target: str, *, eos: bool = True) -> list[int]:

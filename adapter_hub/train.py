@@ -21,7 +21,7 @@ from torch import nn
 
 from adapter_hub import progress
 from adapter_hub.models import decoder_and_head, run_decoder
-from adapter_hub.prompts import Encoded
+from adapter_hub.prompts import Encoded, common_prefix_length
 
 IGNORE = -100
 
@@ -137,7 +137,7 @@ def collate(examples: Sequence[Encoded], pad_id: int, device: torch.device) -> d
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device),
             "answer_index": torch.tensor(index, dtype=torch.long).to(device),
             "answer_targets": torch.tensor(targets, dtype=torch.long).to(device),
-            "common_prefix": _common_prefix([e.prompt for e in examples])}  # an int, for answer_logits
+            "common_prefix": common_prefix_length([e.prompt for e in examples])}  # an int, for answer_logits
 
 
 # Sharing the instruction costs an extra decoder call and a cache copy (~ a millisecond); it pays when
@@ -169,18 +169,6 @@ def _dropout_active(model: nn.Module) -> bool:
         if isinstance(rates, dict) and any(rate > 0 for rate in rates.values()):
             return True
     return False
-
-
-def _common_prefix(prompts: Sequence[Sequence[int]]) -> int:
-    """Tokens all prompts start with, leaving each at least one prompt token of its own (the position
-    that predicts the first answer token must lie after the prefix)."""
-    first, n = prompts[0], min(map(len, prompts)) - 1
-    for p in prompts[1:]:
-        i = 0
-        while i < n and p[i] == first[i]:
-            i += 1
-        n = i
-    return max(n, 0)
 
 
 def answer_logits(model: nn.Module, batch: dict) -> torch.Tensor:
