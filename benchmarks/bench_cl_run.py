@@ -77,6 +77,14 @@ def matrices(run) -> dict:
     return {label: entry["matrix"] for label, entry in run.results["strategies"].items()}
 
 
+def work_done(run) -> tuple[int, int]:
+    """(training calls run, training calls reused from the step cache) over every cell: with share_work
+    the all-on run can be at most trained / (trained + reused) of the all-off run's training time."""
+    cells = [cell for entry in run.results["strategies"].values() for cell in entry["cells"].values()]
+    reused = sum(cell["shared_steps"] for cell in cells)
+    return sum(len(cell["states"]) for cell in cells) - reused, reused
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny-llama")
@@ -101,6 +109,7 @@ def main() -> None:
     progress.set_mode("quiet")
     times: dict[str, list[float]] = {name: [] for name in variants}
     found: dict[str, dict] = {}
+    work: dict[str, tuple[int, int]] = {}
     if not args.no_warmup:
         with tempfile.TemporaryDirectory() as tmp:  # warm-up, discarded: imports, first model load, allocator
             run_bench(config(args, ()), Registry.open(Path(tmp) / "registry"), echo=lambda m: None)
@@ -112,6 +121,7 @@ def main() -> None:
                 run = run_bench(config(args, off), reg, echo=lambda m: None)
                 times[name].append(time.perf_counter() - start)
                 found[name] = matrices(run)
+                work[name] = work_done(run)
                 reg.close()
     results: dict[str, object] = {"model": args.model, "tasks": " ".join(args.tasks),
                                   "strategies": " ".join(args.strategies), "repeats": args.repeats}
@@ -120,6 +130,10 @@ def main() -> None:
     for name in variants:
         if name != "all_on":
             results[f"all_on_over_{name}"] = results["all_on_s"] / results[f"{name}_s"]
+    trained, reused = work["all_on"]
+    results["all_on_training_calls_run"], results["all_on_training_calls_reused"] = trained, reused
+    # the best share_work alone can do: every training call equally long, nothing else in the run
+    results["all_on_training_calls_fraction"] = trained / (trained + reused)
     for name in variants:
         if name != "all_on":
             same = found[name] == found["all_on"]
