@@ -16,7 +16,8 @@ The packed label candidates (bench_eval_paths.py) stay on in every variant.
 Default: the tiny model on the built-in tasks, five strategies that share their first step.
 `--model smollm2-135m --data-root DIR --tasks dbpedia amazon` runs two real tasks at a small budget.
 
-Run:  python benchmarks/bench_cl_run.py [--repeats 2] [--steps 60] [--variants all_off ...] [--json out.json]
+Run:  python benchmarks/bench_cl_run.py [--repeats 2] [--steps 60] [--variants all_off ...] [--device cuda]
+      [--json out.json]
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def config(args, off: tuple[str, ...]):
     from adapter_hub.bench import BenchConfig
 
     raw = {"name": "speed", "base_model": args.model, "tasks": args.tasks, "max_train": args.max_train,
-           "max_test": args.max_test, "seed": 0, "share_work": "share_work" not in off, "data_root": args.data_root,
+           "max_test": args.max_test, "seed": 0, "device": args.device, "share_work": "share_work" not in off, "data_root": args.data_root,
            "lora": {"r": 8, "alpha": 32},
            "train": {"steps": args.steps, "batch_size": 8, "lr": 3e-3 if args.model.startswith("tiny") else 1e-3,
                      "max_length": args.max_length, "progress": False},
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--max-test", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when there is one)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--no-warmup", action="store_true", help="skip the discarded first run (costly on a real model)")
     parser.add_argument("--json")
@@ -123,7 +125,7 @@ def main() -> None:
                 found[name] = matrices(run)
                 work[name] = work_done(run)
                 reg.close()
-    results: dict[str, object] = {"model": args.model, "tasks": " ".join(args.tasks),
+    results: dict[str, object] = {"model": args.model, "device": args.device, "tasks": " ".join(args.tasks),
                                   "strategies": " ".join(args.strategies), "repeats": args.repeats}
     for name in variants:
         results[f"{name}_s"] = statistics.median(times[name])
