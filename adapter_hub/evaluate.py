@@ -36,7 +36,7 @@ from adapter_hub import progress
 from adapter_hub.data import Task
 from adapter_hub.lora import route
 from adapter_hub.models import decoder_and_head, run_decoder
-from adapter_hub.prompts import common_prefix_length, encode_prompt, encode_target
+from adapter_hub.prompts import common_prefix_length, encode_prompt, encode_target, template_ids
 
 CURRENT = "current"  # the key of a result scored on the model as it is (no routing)
 DEFAULT_MAX_LENGTH = 256  # tokens per prompt when neither the eval nor a training config says
@@ -130,8 +130,9 @@ def score(
             raise ValueError(f"{key.label}: {len(key.names)} adapter choices for {len(examples)} test examples")
     reserve = _answer_budget(tokenizer, task, config)
     prompts, truncated = [], 0
+    template = template_ids(tokenizer, task)
     for ex in examples:
-        ids, cut = encode_prompt(tokenizer, task, ex.text, config.length, reserve=reserve)
+        ids, cut = encode_prompt(tokenizer, task, ex.text, config.length, reserve=reserve, template=template)
         prompts.append(ids)
         truncated += cut
     order = scoring_order(prompts)

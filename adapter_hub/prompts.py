@@ -37,12 +37,19 @@ def encode_target(tokenizer, target: str, *, eos: bool = True) -> list[int]:
     return ids + [tokenizer.eos_token_id] if eos else ids
 
 
-def encode_prompt(tokenizer, task: Task, text: str, max_length: int, reserve: int = 0) -> tuple[list[int], bool]:
-    """Prompt ids leaving `reserve` tokens for the answer; the input loses tokens from its left end."""
+def template_ids(tokenizer, task: Task) -> tuple[list[int], list[int]]:
+    """The template's ids before and after the input: the same for every example of a task, so callers
+    that encode many examples compute them once (two of every three tokenizer calls otherwise)."""
     before, after = task.prompt_parts()
-    head = tokenizer(before, add_special_tokens=True)["input_ids"]
+    return tokenizer(before, add_special_tokens=True)["input_ids"], tokenizer(after, add_special_tokens=False)["input_ids"]
+
+
+def encode_prompt(tokenizer, task: Task, text: str, max_length: int, reserve: int = 0,
+                  template: tuple[list[int], list[int]] | None = None) -> tuple[list[int], bool]:
+    """Prompt ids leaving `reserve` tokens for the answer; the input loses tokens from its left end.
+    `template` is `template_ids(tokenizer, task)`, computed here when not given."""
+    head, tail = template or template_ids(tokenizer, task)
     body = tokenizer(text, add_special_tokens=False)["input_ids"]
-    tail = tokenizer(after, add_special_tokens=False)["input_ids"]
     budget = max_length - reserve - len(head) - len(tail)
     if budget < 1:
         raise DataError(
@@ -55,13 +62,15 @@ def encode_prompt(tokenizer, task: Task, text: str, max_length: int, reserve: in
     return head + body + tail, truncated
 
 
-def encode_example(tokenizer, task: Task, example: Example, max_length: int) -> Encoded:
+def encode_example(tokenizer, task: Task, example: Example, max_length: int,
+                   template: tuple[list[int], list[int]] | None = None) -> Encoded:
     target = encode_target(tokenizer, example.target)
-    prompt, truncated = encode_prompt(tokenizer, task, example.text, max_length, reserve=len(target))
+    prompt, truncated = encode_prompt(tokenizer, task, example.text, max_length, reserve=len(target), template=template)
     return Encoded(prompt, target, truncated)
 
 
 def encode_examples(tokenizer, task: Task, examples: list[Example], max_length: int) -> tuple[list[Encoded], int]:
     """Encoded examples and how many had their input truncated (reported, never hidden)."""
-    encoded = [encode_example(tokenizer, task, ex, max_length) for ex in examples]
+    template = template_ids(tokenizer, task)
+    encoded = [encode_example(tokenizer, task, ex, max_length, template) for ex in examples]
     return encoded, sum(e.truncated for e in encoded)

@@ -107,6 +107,17 @@ def test_truncation_cuts_the_input_from_the_left_and_is_counted(tokenizer):
         encode_example(tokenizer, task, long, max_length=20)
 
 
+def test_encoding_with_the_template_tokenised_once_equals_tokenising_it_per_example(tokenizer):
+    task = load_task("builtin:topic")
+    long = task.train[0].__class__("y" * 400 + " about rockets", task.train[0].target)
+    examples = [*task.train[:20], long]
+    batched, count = encode_examples(tokenizer, task, examples, 96)
+    each = [encode_example(tokenizer, task, ex, 96) for ex in examples]  # no template given: computed per call
+    whole = [tokenizer(task.template.format(instruction=task.instruction, text=ex.text))["input_ids"] for ex in task.train[:20]]
+    assert batched == each and count == 1 and batched[-1].truncated
+    assert [e.prompt for e in batched[:20]] == whole  # the pieces join to the untruncated prompt's own tokens
+
+
 def test_subset_is_seeded(tmp_path):
     task = builtin_task("topic")
     a, b = task.subset(50, 20, seed=3), task.subset(50, 20, seed=3)
