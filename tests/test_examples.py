@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from adapter_hub.bench import BenchConfig
-from adapter_hub.continual import STRATEGIES
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
 
@@ -19,10 +18,8 @@ def test_there_are_example_configs():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_config_loads_and_its_strategy_parameters_pass_their_checks(path):
-    config = BenchConfig.from_toml(path)
+    config = BenchConfig.from_toml(path)  # loading runs every strategy's own parameter checks
     assert config.strategies and config.tasks
-    for spec in config.strategies:
-        STRATEGIES[spec.name].check_params(spec.params, where=f"{path.name}: strategy {spec.label}")
 
 
 def test_the_gpu_config_is_the_cpu_run_at_a_larger_budget():
