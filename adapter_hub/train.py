@@ -272,7 +272,8 @@ def train_on(
                     if not batches:
                         batches = length_bucketed_batches(lengths, config.batch_size, rng)
                     batch = collate([examples[i] for i in batches.pop()], pad_id, device)
-                    micro.append({**batch, "parameter_count": parameter_count})
+                    batch["parameter_count"] = parameter_count
+                    micro.append(batch)
                 with autocast:
                     loss, extra, n_tokens = accumulate(model, micro, extra_loss)
                 values = (loss if extra is None else torch.stack([loss, extra.to(loss.dtype)])).tolist()  # one sync
