@@ -251,9 +251,10 @@ def train_on(
     lengths = [len(e.prompt) + len(e.target) for e in examples]
     per_epoch = math.ceil(len(examples) / config.batch_size)
     total = config.steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
-    # foreach on every device: PyTorch's CPU default loops over the parameters in Python, which on many
-    # small LoRA factors costs a third more optimizer time for the same, bit-identical update
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    # PyTorch's own choice of kernels (foreach on CUDA, a per-parameter loop on CPU): forcing foreach on the
+    # CPU gives the bit-identical update, 0.70x the optimizer time on the tiny model but 1.07-1.13x on
+    # SmolLM2 (benchmarks/bench_optimizer.py), so the default stays
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     parameter_count = sum(p.numel() for p in model.parameters())  # the prefix's cost test: once, not per step
     warmup = warmup_steps(config, total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total, config.schedule))
