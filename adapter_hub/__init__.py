@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "LoraConfig": "adapter_hub.config",
-    "LoraAdapter": "adapter_hub.adapter",
+    "LoraConfig": "adapter_hub.core.config",
+    "LoraAdapter": "adapter_hub.core.adapter",
     "attach": "adapter_hub.lora",
     "detach": "adapter_hub.lora",
     "set_active": "adapter_hub.lora",
@@ -21,20 +21,28 @@ _LAZY = {
     "route": "adapter_hub.lora",
     "merge_adapter": "adapter_hub.lora",
     "unmerge_adapter": "adapter_hub.lora",
-    "load_base_model": "adapter_hub.models",
-    "load_tokenizer": "adapter_hub.models",
+    "load_base_model": "adapter_hub.models.loading",
+    "load_tokenizer": "adapter_hub.models.loading",
 }
-_SUBMODULES = {"ops", "metrics", "data", "evaluate", "train", "continual", "bench", "report", "models"}
+_SUBMODULES = {"core", "lora", "models", "data", "training", "evaluation", "ops", "continual", "metrics", "stats",
+               "bench"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from adapter_hub import ops
-    from adapter_hub.adapter import LoraAdapter
-    from adapter_hub.config import LoraConfig
-    from adapter_hub.lora import attach, detach, disable_adapters, merge_adapter, route, set_active
-    from adapter_hub.lora import unmerge_adapter
-    from adapter_hub.models import load_base_model, load_tokenizer
+    from adapter_hub.core.adapter import LoraAdapter
+    from adapter_hub.core.config import LoraConfig
+    from adapter_hub.lora import (
+        attach,
+        detach,
+        disable_adapters,
+        merge_adapter,
+        route,
+        set_active,
+        unmerge_adapter,
+    )
+    from adapter_hub.models.loading import load_base_model, load_tokenizer
 
 
 def __getattr__(name: str) -> Any:

@@ -132,11 +132,23 @@ def _resampled_matrices(columns: list[np.ndarray], orders: np.ndarray, seeds: np
     return _by_position(R, orders[seeds])
 
 
+def example_draws(sizes: Sequence[int], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Bootstrap draws of test examples: per task, (n_boot, n) indices into its n examples, with
+    replacement. Every resampled statistic in adapter-hub draws its examples here."""
+    return [rng.integers(0, n, size=(n_boot, n)) for n in sizes]
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The central `level` percentile interval of bootstrap draws (draws that are NaN are left out)."""
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(draws, [tail, 100 - tail], axis=axis)
+    return low, high
+
+
 def _draws(columns: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
     S = columns[0].shape[0]
     seeds = rng.integers(0, S, size=(n_boot, S))
-    examples = [rng.integers(0, col.shape[-1], size=(n_boot, col.shape[-1])) for col in columns]
-    return seeds, examples
+    return seeds, example_draws([col.shape[-1] for col in columns], n_boot, rng)
 
 
 def bootstrap(cells: Sequence[Cell], metric: str = "acc", *, orders: Orders = None, n_boot: int = 2000,
@@ -147,8 +159,7 @@ def bootstrap(cells: Sequence[Cell], metric: str = "acc", *, orders: Orders = No
     per_seed = metric_of(_full_matrices(columns, order), metric)
     seeds, examples = _draws(columns, n_boot, np.random.default_rng(seed))
     draws = metric_of(_resampled_matrices(columns, order, seeds, examples), metric).mean(-1)  # (B,)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
+    low, high = percentile_interval(draws, level)
     return Interval(float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(cells) > 1 else 0.0,
                     float(low), float(high), len(cells))
 
@@ -167,8 +178,7 @@ def paired_difference(a: Sequence[Cell], b: Sequence[Cell], metric: str = "acc",
     seeds, examples = _draws(ca, n_boot, np.random.default_rng(seed))
     draws = (metric_of(_resampled_matrices(ca, order, seeds, examples), metric)
              - metric_of(_resampled_matrices(cb, order, seeds, examples), metric)).mean(-1)
-    tail = (1 - level) / 2 * 100
-    low, high = (float(v) for v in np.percentile(draws, [tail, 100 - tail]))
+    low, high = (float(v) for v in percentile_interval(draws, level))
     p = float(min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean())))
     return Difference(diff, low, high, p, bool(low > 0 or high < 0))
 
@@ -189,8 +199,7 @@ def curve(cells: Sequence[Cell], *, orders: Orders = None, n_boot: int = 2000, s
     per_seed = seen_accuracy(_full_matrices(columns, order))  # (S, T)
     seeds, examples = _draws(columns, n_boot, np.random.default_rng(seed))
     draws = seen_accuracy(_resampled_matrices(columns, order, seeds, examples)).mean(1)  # (B, T)
-    tail = (1 - level) / 2 * 100
-    lows, highs = np.percentile(draws, [tail, 100 - tail], axis=0)
+    lows, highs = percentile_interval(draws, level, axis=0)
     std = per_seed.std(0, ddof=1) if len(cells) > 1 else np.zeros(per_seed.shape[1])
     return [Interval(float(m), float(s), float(lo), float(hi), len(cells))
             for m, s, lo, hi in zip(per_seed.mean(0), std, lows, highs)]

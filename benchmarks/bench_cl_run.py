@@ -43,7 +43,7 @@ VARIANTS = {  # name -> the switches that are off
 
 
 def config(args, off: tuple[str, ...]):
-    from adapter_hub.bench import BenchConfig
+    from adapter_hub.bench.config import BenchConfig
 
     raw = {"name": "speed", "base_model": args.model, "tasks": args.tasks, "max_train": args.max_train,
            "max_test": args.max_test, "seed": 0, "device": args.device, "share_work": "share_work" not in off, "data_root": args.data_root,
@@ -58,20 +58,20 @@ def config(args, off: tuple[str, ...]):
 @contextlib.contextmanager
 def code_paths_off(off: tuple[str, ...]):
     """The speed-ups that are code paths, not settings, swapped for their slower equivalents."""
-    import adapter_hub.evaluate as evaluate
-    import adapter_hub.train as train
+    import adapter_hub.evaluation.scoring as scoring
+    import adapter_hub.training.loss as loss
 
-    saved = train.decoder_and_head, train.shared_prefix_length, evaluate.scoring_order
-    if "answer_head" in off:  # no separable head: train.answer_logits takes the full-logits path
-        train.decoder_and_head = lambda model: (None, None)
+    saved = loss.decoder_and_head, loss.shared_prefix_length, scoring.scoring_order
+    if "answer_head" in off:  # no separable head: loss.answer_logits takes the full-logits path
+        loss.decoder_and_head = lambda model: (None, None)
     if "train_prefix" in off:
-        train.shared_prefix_length = lambda model, batch: 0
+        loss.shared_prefix_length = lambda model, batch: 0
     if "sorted_rows" in off:
-        evaluate.scoring_order = lambda prompts: list(range(len(prompts)))
+        scoring.scoring_order = lambda prompts: list(range(len(prompts)))
     try:
         yield
     finally:
-        train.decoder_and_head, train.shared_prefix_length, evaluate.scoring_order = saved
+        loss.decoder_and_head, loss.shared_prefix_length, scoring.scoring_order = saved
 
 
 def matrices(run) -> dict:
@@ -104,8 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     variants = {name: VARIANTS[name] for name in VARIANTS if name in args.variants or name == "all_on"}
 
-    from adapter_hub import progress
-    from adapter_hub.bench import run_bench
+    from adapter_hub.bench.driver import run_bench
+    from adapter_hub.core import progress
     from registry import Registry
 
     progress.set_mode("quiet")

@@ -19,14 +19,15 @@ import statistics
 import time
 
 import torch
+from _results import emit  # benchmarks/ is on sys.path when a script runs
 
 from adapter_hub import LoraAdapter, LoraConfig, attach, load_base_model, load_tokenizer
 from adapter_hub.data import load_task
-from adapter_hub.evaluate import EvalConfig, _normalise, evaluate_states, evaluate_states_loop
+from adapter_hub.data.prompts import encode_prompt, encode_target
+from adapter_hub.evaluation import EvalConfig, evaluate_states
+from adapter_hub.evaluation.states import evaluate_states_loop
+from adapter_hub.evaluation.text import normalise
 from adapter_hub.lora import detach, lora_layers
-from adapter_hub.prompts import encode_prompt, encode_target
-
-from _results import emit  # benchmarks/ is on sys.path when a script runs
 
 TASKS = ["sentiment", "topic", "animal", "sentiment_flip"]
 
@@ -66,7 +67,7 @@ def peft_loop(base, tokenizer, tasks, adapters, folder, batch_size: int, device)
                     prompts = [encode_prompt(tokenizer, task, ex.text, 256, reserve)[0] for ex in batch]
                     scores = torch.stack([_label_logprob(model, tokenizer, prompts, label, device) for label in task.labels], 1)
                     preds = [task.labels[k] for k in scores.argmax(1).tolist()]
-                    correct += sum(_normalise(p) == _normalise(ex.target) for p, ex in zip(preds, batch))
+                    correct += sum(normalise(p) == normalise(ex.target) for p, ex in zip(preds, batch))
                 results[n][task.name] = correct / len(task.test)
     return results
 

@@ -18,23 +18,24 @@ import contextlib
 import statistics
 import time
 
-import adapter_hub.evaluate as E
-from adapter_hub import load_base_model, load_tokenizer
-from adapter_hub.data import load_task
-
 from _results import emit  # benchmarks/ is on sys.path when a script runs
 from bench_eval import TASKS, make_adapters
+
+import adapter_hub.evaluation.decoding as decoding
+from adapter_hub import load_base_model, load_tokenizer
+from adapter_hub.data import load_task
+from adapter_hub.evaluation import EvalConfig, evaluate_states
 
 
 @contextlib.contextmanager
 def switched_off(variant: str):
-    saved = E._takes_custom_masks
+    saved = decoding.takes_custom_masks
     if variant == "no packing":
-        E._takes_custom_masks = lambda model: False
+        decoding.takes_custom_masks = lambda model: False
     try:
         yield
     finally:
-        E._takes_custom_masks = saved
+        decoding.takes_custom_masks = saved
 
 
 def main() -> None:
@@ -59,11 +60,11 @@ def main() -> None:
     predictions = {}
     for _ in range(args.repeats):
         for variant in variants:
-            config = E.EvalConfig(scorer=args.scorer, batch_size=args.batch_size, max_length=args.max_length,
+            config = EvalConfig(scorer=args.scorer, batch_size=args.batch_size, max_length=args.max_length,
                                   shared_prefix=variant != "no prefix")
             with switched_off(variant):
                 start = time.perf_counter()
-                scores = E.evaluate_states(model, tokenizer, tasks, states, config)
+                scores = evaluate_states(model, tokenizer, tasks, states, config)
                 times[variant].append(time.perf_counter() - start)
             predictions[variant] = {(s, t.name): scores[s][t.name].predictions for s in states for t in tasks}
     results = {"model": args.model, "tasks": [t.name for t in tasks], "states": len(states),

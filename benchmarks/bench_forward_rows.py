@@ -13,11 +13,10 @@ import statistics
 import time
 
 import torch
+from _results import emit  # benchmarks/ is on sys.path when a script runs
 
 from adapter_hub import LoraConfig, attach, load_base_model
 from adapter_hub.lora import route, set_active
-
-from _results import emit  # benchmarks/ is on sys.path when a script runs
 
 
 def per_row_ms(fn, rows: int, repeats: int) -> float:

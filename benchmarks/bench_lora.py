@@ -16,17 +16,16 @@ import statistics
 import time
 
 import torch
+from _results import emit  # benchmarks/ is on sys.path when a script runs
 
 from adapter_hub import LoraConfig, attach
-from adapter_hub.lora import lora_layers, route, set_active
-
-from _results import emit  # benchmarks/ is on sys.path when a script runs
+from adapter_hub.lora import lora_layers, route
 
 
 def build_model(name: str, device: str):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from adapter_hub.models import load_base_model
+    from adapter_hub.models.loading import load_base_model
 
     if name == "smollm2-135m-shape":  # SmolLM2-135M's exact architecture, random init (no files needed)
         config = AutoConfig.for_model(

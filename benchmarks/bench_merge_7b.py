@@ -23,7 +23,7 @@ import psutil
 import torch
 
 from adapter_hub import LoraAdapter, LoraConfig, ops
-from adapter_hub.adapter import ModuleFactors
+from adapter_hub.core.factors import ModuleFactors
 
 merge_module = importlib.import_module("adapter_hub.ops.merge")  # the module (ops.merge is the function)
 

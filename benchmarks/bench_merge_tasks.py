@@ -57,11 +57,17 @@ def main() -> None:
 
     import torch
 
-    from adapter_hub import ops, progress
+    from adapter_hub import ops
+    from adapter_hub.core import progress
     from adapter_hub.data import load_task
-    from adapter_hub.evaluate import EvalConfig
-    from adapter_hub.merge_eval import MERGED, judge_merge, normalized_difference, normalized_interval
-    from adapter_hub.models import load_base_model, load_tokenizer
+    from adapter_hub.evaluation import EvalConfig
+    from adapter_hub.evaluation.merge_judge import (
+        MERGED,
+        judge_merge,
+        normalized_difference,
+        normalized_interval,
+    )
+    from adapter_hub.models.loading import load_base_model, load_tokenizer
     from registry import Registry
 
     if args.threads:

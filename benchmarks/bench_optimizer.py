@@ -12,12 +12,11 @@ import statistics
 import time
 
 import torch
+from _results import emit  # benchmarks/ is on sys.path when a script runs
 
 from adapter_hub import LoraConfig, attach
 from adapter_hub.lora import lora_parameters
-from adapter_hub.models import load_base_model
-
-from _results import emit  # benchmarks/ is on sys.path when a script runs
+from adapter_hub.models.loading import load_base_model
 
 
 def run(factors: list[torch.Tensor], grads: list[list[torch.Tensor]], steps: int, foreach: bool

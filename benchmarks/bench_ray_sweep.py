@@ -24,7 +24,7 @@ from _results import emit  # noqa: E402
 
 
 def config(steps: int):
-    from adapter_hub.bench import BenchConfig
+    from adapter_hub.bench.config import BenchConfig
 
     return BenchConfig.from_dict({
         "name": "sweep", "base_model": "tiny-llama", "tasks": ["builtin:topic", "builtin:sentiment"],
@@ -56,7 +56,7 @@ def main() -> None:
 
     if args.local_threads:
         torch.set_num_threads(args.local_threads)
-    from adapter_hub.bench import run_bench
+    from adapter_hub.bench.driver import run_bench
     from registry import Registry
 
     cfg = config(args.steps)

@@ -15,12 +15,11 @@ import argparse
 import time
 
 import torch
+from _results import emit  # benchmarks/ is on sys.path when a script runs
 from torch import nn
 
 from adapter_hub import LoraAdapter, LoraConfig, ops
-from adapter_hub.adapter import ModuleFactors
-
-from _results import emit  # benchmarks/ is on sys.path when a script runs
+from adapter_hub.core.factors import ModuleFactors
 
 
 class OneLayer(nn.Module):

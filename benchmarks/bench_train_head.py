@@ -4,7 +4,7 @@ Every path: one forward + backward of the answer loss on the same batch, LoRA r=
   full      logits (B, T, V) at every position, upcast, then the loss (the path before both savings)
   answer    the decoder on every token, the head on the answer positions only
   shared    as answer, and the instruction all rows start with through the decoder once, as a one-row
-            cache every row continues from (adapter_hub.train.answer_loss, the default)
+            cache every row continues from (adapter_hub.training.loss.answer_loss, the default)
 Interleaved, medians; all losses must agree to 1e-5.
 
     python benchmarks/bench_train_head.py --model smollm2-135m --batch 4 --seq 64
@@ -22,8 +22,9 @@ import torch.nn.functional as F
 
 from adapter_hub import LoraConfig, attach, load_base_model, load_tokenizer
 from adapter_hub.data import load_task
-from adapter_hub.prompts import encode_examples
-from adapter_hub.train import IGNORE, answer_loss, collate
+from adapter_hub.data.prompts import encode_examples
+from adapter_hub.training.batches import IGNORE, collate
+from adapter_hub.training.loss import answer_loss
 
 
 def full_logits_loss(model, batch):

@@ -11,12 +11,18 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from adapter_hub import LoraConfig, attach, load_base_model, load_tokenizer, ops
-from adapter_hub.adapter import LoraAdapter
+from adapter_hub import (
+    LoraAdapter,
+    LoraConfig,
+    attach,
+    load_base_model,
+    load_tokenizer,
+    ops,
+)
 from adapter_hub.data import load_task
-from adapter_hub.evaluate import evaluate_states
+from adapter_hub.evaluation import evaluate_states
 from adapter_hub.lora import detach
-from adapter_hub.train import TrainConfig, train_task
+from adapter_hub.training import TrainConfig, train_task
 from registry import Registry
 
 

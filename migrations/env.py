@@ -1,7 +1,7 @@
-"""Alembic environment: migrations run against registry.models' metadata (SQLAlchemy Core tables).
+"""Alembic environment: migrations run against registry.tables' metadata (SQLAlchemy Core tables).
 
 render_as_batch=True lets ALTERs work on SQLite (it recreates the table), relying on the naming
-convention in registry.models for constraint names. The connection comes from registry.db.upgrade
+convention in registry.tables for constraint names. The connection comes from registry.db.upgrade
 (config.attributes["connection"]), so SQLite's pragmas and BEGIN IMMEDIATE apply to migrations too.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 
 from registry.db import make_engine
-from registry.models import metadata
+from registry.tables import metadata
 
 config = context.config
 

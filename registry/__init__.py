@@ -26,8 +26,14 @@ __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
     from registry.api import Registry, default_location
-    from registry.errors import (AdapterFormatError, DuplicateVersionError, IntegrityError, RefError, RegistryError,
-                                 SchemaError)
+    from registry.errors import (
+        AdapterFormatError,
+        DuplicateVersionError,
+        IntegrityError,
+        RefError,
+        RegistryError,
+        SchemaError,
+    )
     from registry.queries import MetricFilter, VersionInfo
     from registry.refs import check_name, parse_ref
 

@@ -41,13 +41,14 @@ from sqlalchemy.engine import Engine
 
 from registry.db import session_scope
 from registry.errors import IntegrityError
-from registry.models import alias as A
-from registry.models import blob_pin as P
-from registry.models import task as T
-from registry.models import utcnow
-from registry.models import version as V
-from registry.models import version_file as F
-from registry.store import BlobStore, clean_staging, writer_is_gone, writer_prefix
+from registry.folders import clean_staging
+from registry.store import BlobStore, writer_is_gone, writer_prefix
+from registry.tables import alias as A
+from registry.tables import blob_pin as P
+from registry.tables import task as T
+from registry.tables import utcnow
+from registry.tables import version as V
+from registry.tables import version_file as F
 
 DEFAULT_GRACE = 3600.0  # seconds; a second guard beside the pins, for blobs other tools put in the store
 PIN_LEASE = timedelta(hours=24)  # a registration still pinning after a day is dead (or re-checks; see above)

@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection as Session
+from sqlalchemy.engine import Engine
 
+from registry.db import session_scope
 from registry.errors import RegistryError
-from registry.models import bench_cell as C
-from registry.models import bench_run as R
-from registry.models import utcnow
 from registry.queries import utc
 from registry.runs import run_id
+from registry.tables import bench_cell as C
+from registry.tables import bench_run as R
+from registry.tables import utcnow
+from registry.values import json_object
 
 DEFAULT_LEASE_SECONDS = 120.0  # several heartbeats (every lease/6 s) may be missed before a takeover
 CELL_STATES = ("pending", "running", "done", "failed")
@@ -44,7 +48,7 @@ class LeaseLostError(RegistryError):
 
 
 @dataclass
-class CellState:
+class CellLease:
     cell: str
     state: str
     epoch: int
@@ -168,16 +172,51 @@ def fail(session: Session, run: str | int, cell: str, epoch: int, error: str) ->
         state="failed", error=error[:2000], heartbeat_at=utcnow()))
 
 
-def merge_results(session: Session, run: str | int, values: dict[str, Any]) -> None:
-    """Set top-level keys of the run's results under the run row's lock (e.g. the base model's scores)."""
-    rid = run_id(session, run)
-    results = dict(session.execute(select(R.c.results).where(R.c.id == rid).with_for_update()).scalar() or {})
-    results.update(values)
-    session.execute(update(R).where(R.c.id == rid).values(results=results, updated_at=utcnow()))
-
-
-def states(session: Session, run: str | int) -> list[CellState]:
+def leases(session: Session, run: str | int) -> list[CellLease]:
     rid = run_id(session, run)
     rows = session.execute(select(C.c.cell, C.c.state, C.c.epoch, C.c.attempts, C.c.holder, C.c.node,
                                   C.c.heartbeat_at, C.c.error).where(C.c.run_id == rid).order_by(C.c.cell)).all()
-    return [CellState(r[0], r[1], r[2], r[3], r[4], r[5], utc(r[6]), r[7]) for r in rows]
+    return [CellLease(r[0], r[1], r[2], r[3], r[4], r[5], utc(r[6]), r[7]) for r in rows]
+
+
+@dataclass
+class CellLeases:
+    """A registry's benchmark cells run by several workers (`reg.cells`): each call is one transaction."""
+
+    engine: Engine
+
+    def plan(self, run: str | int, cells: Sequence[str]) -> None:
+        """A pending row for each cell of the run that has none."""
+        with session_scope(self.engine, write=True) as s:
+            plan(s, run, list(cells))
+
+    def claim(self, run: str | int, cell: str, *, holder: str | None = None, node: str | None = None,
+              lease_seconds: float = DEFAULT_LEASE_SECONDS) -> int | None:
+        """Take the cell's lease: its new epoch (pass it to finish), None if the cell is done;
+        CellBusyError while another live process holds it."""
+        with session_scope(self.engine, write=True) as s:
+            return claim(s, run, cell, holder=holder or this_holder(), node=node, lease_seconds=lease_seconds)
+
+    def heartbeat(self, run: str | int, cell: str, epoch: int) -> bool:
+        with session_scope(self.engine, write=True) as s:
+            return heartbeat(s, run, cell, epoch)
+
+    def check(self, run: str | int, cell: str, epoch: int) -> None:
+        with session_scope(self.engine) as s:
+            check(s, run, cell, epoch)
+
+    def finish(self, run: str | int, cell: str, epoch: int, *, strategy: str, result: Mapping[str, Any],
+               score_cache: Mapping[str, Any] | None = None) -> None:
+        """Merge the cell's results into the run and mark it done; LeaseLostError if the claim was taken over."""
+        payload = json_object(result, "cell results")
+        cache = json_object(score_cache, "score cache") if score_cache else None
+        with session_scope(self.engine, write=True) as s:
+            finish(s, run, cell, epoch, strategy=strategy, result=payload, score_cache=cache)
+
+    def fail(self, run: str | int, cell: str, epoch: int, error: str) -> None:
+        with session_scope(self.engine, write=True) as s:
+            fail(s, run, cell, epoch, error)
+
+    def list(self, run: str | int) -> list[CellLease]:
+        with session_scope(self.engine) as s:
+            return leases(s, run)

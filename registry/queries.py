@@ -17,13 +17,13 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection as Session
 
 from registry.errors import RefError
-from registry.models import alias as A
-from registry.models import evaluation as E
-from registry.models import lineage as L
-from registry.models import tag as G
-from registry.models import task as T
-from registry.models import version as V
 from registry.refs import Ref, check_name, parse_ref
+from registry.tables import alias as A
+from registry.tables import evaluation as E
+from registry.tables import lineage as L
+from registry.tables import tag as G
+from registry.tables import task as T
+from registry.tables import version as V
 
 
 @dataclass

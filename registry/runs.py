@@ -1,24 +1,31 @@
 """Continual-learning benchmark runs as the registry stores them: config, status, per-strategy results,
 and which adapter version each strategy held after each task (so every cell of an accuracy matrix
-can be traced to the adapter that produced it).
+can be traced to the adapter that produced it). `RunStore` is `registry.runs`; the functions below it
+work inside a caller's transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection as Session
+from sqlalchemy.engine import Engine
 
-from registry.errors import RefError
-from registry.models import bench_run as R
-from registry.models import bench_step as S
-from registry.models import task as T
-from registry.models import utcnow
-from registry.models import version as V
+from registry import queries
+from registry.db import describe, session_scope
+from registry.errors import RefError, RegistryError
 from registry.queries import utc
+from registry.refs import check_name
+from registry.tables import bench_run as R
+from registry.tables import bench_step as S
+from registry.tables import task as T
+from registry.tables import utcnow
+from registry.tables import version as V
+from registry.values import json_object
 
 STATUSES = ("running", "done", "failed")
 
@@ -142,3 +149,70 @@ def get_run(session: Session, run: str | int) -> RunInfo:
 
 def list_runs(session: Session) -> list[RunInfo]:
     return [_run_info(row) for row in session.execute(select(*_RUN_COLUMNS).order_by(R.c.created_at, R.c.id))]
+
+
+def merge_results(session: Session, run: str | int, values: dict[str, Any]) -> None:
+    """Set top-level keys of the run's results under the run row's lock (e.g. the base model's scores)."""
+    rid = run_id(session, run)
+    results = dict(session.execute(select(R.c.results).where(R.c.id == rid).with_for_update()).scalar() or {})
+    results.update(values)
+    session.execute(update(R).where(R.c.id == rid).values(results=results, updated_at=utcnow()))
+
+
+@dataclass
+class RunStore:
+    """A registry's benchmark runs (`reg.runs`): each call is one transaction."""
+
+    engine: Engine
+
+    def create(self, name: str, config: Mapping[str, Any]) -> RunInfo:
+        check_name(name, "run")
+        config = json_object(config, "run config")
+        with session_scope(self.engine, write=True) as s:
+            if s.execute(select(R.c.id).where(R.c.name == name)).first():
+                raise RegistryError(f"a benchmark run named {name!r} exists; resume it or pick another name")
+            create_run(s, name, config)
+            return get_run(s, name)
+
+    def get(self, run: str | int) -> RunInfo:
+        with session_scope(self.engine) as s:
+            return get_run(s, run)
+
+    def list(self) -> list[RunInfo]:
+        with session_scope(self.engine) as s:
+            return list_runs(s)
+
+    def update(self, run: str | int, *, status: str | None = None, results: Mapping[str, Any] | None = None) -> None:
+        payload = json_object(results, "run results") if results is not None else None
+        with session_scope(self.engine, write=True) as s:
+            update_run(s, run, status=status, results=payload)
+
+    def merge_results(self, run: str | int, values: Mapping[str, Any]) -> None:
+        """Set top-level keys of a run's results without overwriting what concurrent cells stored."""
+        payload = json_object(values, "run results")
+        with session_scope(self.engine, write=True) as s:
+            merge_results(s, run, payload)
+
+    def record_step(self, run: str | int, *, strategy: str, step: int, task: str, version: str | None = None,
+                    seconds: float | None = None) -> None:
+        with session_scope(self.engine, write=True) as s:
+            vid = queries.resolve(s, version, include_deleted=True).id if version else None
+            record_step(s, run, strategy=strategy, step=step, task=task, version_id=vid, seconds=seconds)
+
+    def export(self, run: str | int) -> dict[str, Any]:
+        """The run as one JSON-ready document (config, status, results with every cell) for import_document."""
+        return export_document(self.get(run), source=describe(self.engine))
+
+    def import_document(self, document: Mapping[str, Any], *, name: str | None = None) -> RunInfo:
+        """Recreate an exported run here (under `name`, default its own). Its finished cells come back
+        as they were, so `bench run` with the same config resumes it with the cells still to do; the
+        adapter versions the cells name are not copied (they stay in the registry they were trained in)."""
+        stored_name, status, config, results = check_document(document)
+        name = name or stored_name
+        check_name(name, "run")
+        config, results = json_object(config, "run config"), json_object(results, "run results")
+        with session_scope(self.engine, write=True) as s:
+            if s.execute(select(R.c.id).where(R.c.name == name)).first():
+                raise RegistryError(f"a benchmark run named {name!r} exists here; import it under another name")
+            create_run(s, name, config, status=status, results=results)
+            return get_run(s, name)

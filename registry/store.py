@@ -18,7 +18,6 @@ import errno
 import hashlib
 import os
 import re
-import shutil
 import socket
 import tempfile
 import time
@@ -94,14 +93,14 @@ def open_regular(path: str | os.PathLike):
     return os.fdopen(fd, "rb")
 
 
-def _listdir(folder: Path) -> list[Path]:
+def list_entries(folder: Path) -> list[Path]:
     try:
         return list(folder.iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return []
 
 
-def _mtime_or_none(path: Path) -> float | None:
+def mtime_or_none(path: Path) -> float | None:
     try:
         return path.stat().st_mtime
     except FileNotFoundError:  # removed meanwhile (a writer renamed it into place, another gc deleted it)
@@ -264,16 +263,16 @@ class BlobStore:
         base = self.root / "sha256"
         if not base.is_dir():
             return
-        for fan in _listdir(base):
-            for name in _listdir(fan):
-                mtime = _mtime_or_none(name)
+        for fan in list_entries(base):
+            for name in list_entries(fan):
+                mtime = mtime_or_none(name)
                 if mtime is not None and HEX64.fullmatch(fan.name + name.name):
                     yield fan.name + name.name, mtime
 
     def iter_temp(self) -> Iterator[tuple[str, float]]:
         """(name, mtime) of temp files (a crash mid-write leaves one; a live writer is using others)."""
-        for f in _listdir(self.tmp_dir):
-            mtime = _mtime_or_none(f)
+        for f in list_entries(self.tmp_dir):
+            mtime = mtime_or_none(f)
             if mtime is not None:
                 yield str(f), mtime
 
@@ -394,95 +393,6 @@ def open_store(url: str) -> BlobStore:
     if "://" in url and not url.startswith("file://"):
         return FsspecBlobStore(url)
     return BlobStore(url.removeprefix("file://"))
-
-
-def materialise(store: BlobStore, files: list[tuple[str, str]], dest: Path, what: str,
-                progress: Progress | None = None, *, keep: Callable[[Path], bool] | None = None) -> None:
-    """Make `dest` a folder holding exactly the (path, digest) files, each verified on the way (see
-    `build_folder` for `keep` and for what happens beside other processes)."""
-    build_folder(dest, lambda staging: fill_from_store(store, files, staging, what, progress), keep=keep, what=what)
-
-
-def fill_from_store(store: BlobStore, files: list[tuple[str, str]], folder: Path, what: str,
-                    progress: Progress | None = None, extra: dict[str, bytes] | None = None) -> None:
-    """Copy (path, digest) blobs into `folder`, verified, plus `extra` small files given as bytes."""
-    for path, digest in files:
-        store.copy_out(digest, folder / check_file_name(path, what), f"{what} file {path}", progress)
-    for name, data in (extra or {}).items():
-        (folder / check_file_name(name, what)).write_bytes(data)
-
-
-def build_folder(dest: Path, fill: Callable[[Path], None], *, keep: Callable[[Path], bool] | None = None,
-                 what: str = "") -> Path:
-    """Build a folder with `fill(staging)` beside `dest`, then rename it into place: `dest` appears whole
-    or not at all, and a killed run leaves only a staging folder that the next call here (or gc, for
-    checkouts) removes.
-
-    Several processes may build the same folder at once: when `dest` already exists, `keep(dest)` says
-    whether it is good (another writer won the race: use it) or must be replaced (moved aside first, so
-    a reader never sees a half-removed folder). Without `keep`, an existing `dest` is replaced."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    clean_staging(dest.parent, dest.name)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{writer_prefix('stage')}", dir=dest.parent))
-    try:
-        fill(staging)
-        for _ in range(5):
-            try:
-                os.rename(staging, dest)  # POSIX: atomic, and allowed over an empty folder
-                return dest
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
-                    raise
-            if keep is not None and keep(dest):
-                return dest
-            aside = dest.parent / f".{dest.name}.{writer_prefix('old')}{time.time_ns()}"
-            try:
-                os.rename(dest, aside)
-            except FileNotFoundError:
-                continue  # another process moved it first; try our rename again
-            _remove(aside)
-        raise RegistryError(f"{what or dest}: could not place {dest} (other processes keep replacing it)")
-    finally:
-        _remove(staging)
-
-
-def output_folder(dest: str | os.PathLike, fill: Callable[[Path], None], *, force: bool = False,
-                  option: str = "DEST") -> Path:
-    """Write a user's output folder (export, report, --out): refused when it holds anything unless
-    `force` (then replaced as a whole); built beside it and renamed in (see `build_folder`)."""
-    dest = Path(dest)
-    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise RegistryError(f"{option} {dest} exists and is not a folder; pick a new folder")
-    if dest.is_dir() and any(e for e in dest.iterdir()) and not force:
-        raise RegistryError(f"{option} {dest} exists and is not empty; pick a new folder, or pass --force to "
-                            f"replace its content")
-    return build_folder(dest, fill, what=str(dest))
-
-
-def clean_staging(parent: Path, name: str | None = None, grace: float = 0.0) -> int:
-    """Remove staging/aside folders beside `parent/name` (all names when None) left by dead writers."""
-    removed = 0
-    prefix = f".{name}." if name else "."
-    now = time.time()
-    for entry in _listdir(parent):
-        if not entry.name.startswith(prefix):
-            continue
-        rest = entry.name[len(prefix):] if name else entry.name.partition(".")[2].partition(".")[2]
-        if not (rest.startswith("stage-") or rest.startswith("old-")):
-            continue
-        mtime = _mtime_or_none(entry)
-        if mtime is not None and writer_is_gone(rest, now - mtime, grace):
-            _remove(entry)
-            removed += 1
-    return removed
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}")

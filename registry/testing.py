@@ -37,7 +37,7 @@ def snapshot(registry) -> tuple:
     """Everything a failed command must leave unchanged: table contents and stored blobs."""
     from sqlalchemy import select
 
-    from registry.models import metadata
+    from registry.tables import metadata
 
     with registry.engine.connect() as conn:  # every table the registry declares, so none is forgotten
         rows = tuple(tuple(map(tuple, conn.execute(select(t).order_by(*t.primary_key.columns)).all()))

@@ -46,13 +46,13 @@ def runs(reg: "Registry") -> list[dict[str, Any]]:
     """`bench list --json`."""
     return [{"name": r.name, "status": r.status, "created_at": r.created_at.isoformat(),
              "tasks": r.results.get("tasks") or r.config.get("tasks"),
-             "strategies": list((r.results.get("strategies") or {}).keys())} for r in reg.list_runs()]
+             "strategies": list((r.results.get("strategies") or {}).keys())} for r in reg.runs.list()]
 
 
 def run(reg: "Registry", name: str) -> dict[str, Any]:
     """`bench show RUN --json`: the whole stored run (config, status, results with cells, steps) and,
     for a run whose cells were claimed by workers, each cell's state, node, attempts and error."""
-    return {**reg.get_run(name).to_dict(), "cell_states": [c.to_dict() for c in reg.cell_states(name)]}
+    return {**reg.runs.get(name).to_dict(), "cell_states": [c.to_dict() for c in reg.cells.list(name)]}
 
 
 def comparison(infos: Sequence["RunInfo"]) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ PG_BIN = Path(os.environ.get("ADAPTER_HUB_PG_BIN", "/usr/lib/postgresql/15/bin")
 
 @pytest.fixture(scope="session")
 def _tiny_models():
-    from adapter_hub.models import load_base_model
+    from adapter_hub.models.loading import load_base_model
 
     return {name: load_base_model(name) for name in TINY}
 
@@ -37,7 +37,7 @@ def tiny_model(_tiny_models):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from adapter_hub.models import load_tokenizer
+    from adapter_hub.models.loading import load_tokenizer
 
     return load_tokenizer("tiny-llama")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapter_hub.bench import BenchConfig
+from adapter_hub.bench.config import BenchConfig
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
 

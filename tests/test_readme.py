@@ -7,12 +7,10 @@ name, so the `bench show/compare/report` lines after it still have their run."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,21 @@ from pathlib import Path
 
 import click
 
-from adapter_hub.cli import Context, cli, compute_options, pass_ctx
+from adapter_hub.bench.report import (
+    COMPARISON_HEADER,
+    DIFFERENCE_HEADER,
+    PHASE_HEADER,
+    comparison_rows,
+    difference_rows,
+    fmt,
+    phase_rows,
+    write_report,
+)
+from adapter_hub.cli.main import Context, cli, compute_options, pass_ctx
 from adapter_hub.cli.output import emit_json, table
+from adapter_hub.core import progress
+from adapter_hub.data import load_tasks
+from adapter_hub.models.names import DTYPE_SETTINGS
 from registry import views
 
 
@@ -24,7 +37,7 @@ def bench() -> None:
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
               help="Folder holding the config's named tasks (e.g. the CL_Benchmark folder).")
 @click.option("--device", help="auto, cpu or cuda (overrides the config).")
-@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Base model dtype (overrides the "
+@click.option("--dtype", type=click.Choice(DTYPE_SETTINGS), help="Base model dtype (overrides the "
               "config; auto = bf16 on a CUDA device that supports it, else fp32).")
 @click.option("--no-resume", is_flag=True, help="Refuse to continue a run of the same name.")
 @click.option("--new-run", is_flag=True, help="Start a new run even if one of this name exists (named NAME-2, ...).")
@@ -44,7 +57,8 @@ def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, n
     A run of the same name is resumed when its config is unchanged, refused (naming the changed
     settings) when it is not. Example: adapter-hub bench run examples/builtin_quick.toml
     (on Ray: add --executor ray --max-parallel 2)"""
-    from adapter_hub.bench import BenchConfig, free_run_name, run_bench
+    from adapter_hub.bench.config import BenchConfig
+    from adapter_hub.bench.driver import free_run_name, run_bench
 
     if report_dir is not None and report_dir.is_dir() and any(report_dir.iterdir()):  # before hours of training
         raise click.UsageError(f"--report {report_dir} exists and is not empty; pick a new folder")
@@ -54,14 +68,10 @@ def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, n
     name = name or config.name or config_path.stem
     if new_run:
         name = free_run_name(reg, name)
-    from adapter_hub import progress
-
     run = run_bench(config, reg, name=name, resume=not no_resume, echo=progress.say, executor=executor,
                     address=address, max_parallel=max_parallel)
     _print_comparison([run])
     if report_dir is not None:
-        from adapter_hub.report import write_report
-
         write_report(run, report_dir)
         click.echo(f"report: {report_dir / 'report.md'}", err=True)
 
@@ -77,7 +87,7 @@ def bench_list(ctx: Context, as_json: bool) -> None:
     if as_json:
         emit_json(views.runs(ctx.registry()))
         return
-    runs = ctx.registry().list_runs()
+    runs = ctx.registry().runs.list()
     table(["run", "status", "created (UTC)", "tasks", "strategies"],
           [[r.name, r.status, f"{r.created_at:%Y-%m-%d %H:%M}", " → ".join(r.results.get("tasks") or
             [str(t) for t in r.config.get("tasks", [])]), ", ".join(s.get("label") or s.get("name")
@@ -93,12 +103,10 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
 
     Example: adapter-hub bench show builtin-quick
     """
-    from adapter_hub.report import fmt
-
     if as_json:
         emit_json(views.run(ctx.registry(), run))
         return
-    info = ctx.registry().get_run(run)
+    info = ctx.registry().runs.get(run)
     tasks = info.results.get("tasks") or []
     click.echo(f"run {info.name}: {info.status}; base model {info.config.get('base_model')}; "
                f"scorer {info.results.get('scorer')}")
@@ -116,15 +124,13 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
         table(["after \\ on", *order, "version"],
               [[order[i], *(fmt(v) for v in row), (entry.get("states") or [None] * len(order))[i]]
                for i, row in enumerate(entry["matrix"])], title=title)
-    states = ctx.registry().cell_states(info.name)
+    states = ctx.registry().cells.list(info.name)
     if any(c.state != "done" for c in states):
         table(["cell", "state", "node", "holder", "attempts", "heartbeat (UTC)", "error"],
               [[c.cell, c.state, c.node, c.holder, c.attempts, f"{c.heartbeat_at:%H:%M:%S}" if c.heartbeat_at else "",
                 (c.error or "")[:100]] for c in states], title="cells (distributed run)")
     if info.results.get("strategies"):
         _print_comparison([info])
-        from adapter_hub.report import PHASE_HEADER, phase_rows
-
         rows = phase_rows(info)
         if rows:
             table(PHASE_HEADER, rows, title=f"where the time went (base model scored in "
@@ -143,7 +149,7 @@ def bench_compare(ctx: Context, runs: tuple[str, ...], as_json: bool) -> None:
     "no difference". Example: adapter-hub bench compare builtin-quick my-other-run
     """
     reg = ctx.registry()
-    infos = [reg.get_run(r) for r in runs]
+    infos = [reg.runs.get(r) for r in runs]
     if as_json:
         emit_json(views.comparison(infos))
     else:
@@ -160,9 +166,7 @@ def bench_report(ctx: Context, run: str, out: Path, force: bool) -> None:
     """Write report.md, a heatmap of R per strategy, accuracy curves and results.json into --out.
 
     Example: adapter-hub bench report my-run --out reports/my-run"""
-    from adapter_hub.report import write_report
-
-    for path in write_report(ctx.registry().get_run(run), out, force=force):
+    for path in write_report(ctx.registry().runs.get(run), out, force=force):
         click.echo(str(path))
 
 
@@ -179,7 +183,7 @@ def bench_export(ctx: Context, run: str, dest: Path) -> None:
 
     if dest.exists():
         raise click.UsageError(f"{dest} exists; pick a new file name")
-    document = ctx.registry().export_run(run)
+    document = ctx.registry().runs.export(run)
     dest.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
     cells = sum(len(e.get("cells") or {}) for e in (document["results"].get("strategies") or {}).values())
     click.echo(f"exported run {document['name']} ({document['status']}, {cells} cells) to {dest}", err=True)
@@ -200,13 +204,11 @@ def bench_import(ctx: Context, source: Path, name: str | None) -> None:
         document = json.loads(source.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise click.UsageError(f"{source} is not JSON: {exc}")
-    info = ctx.registry(create=True).import_run(document, name=name)
+    info = ctx.registry(create=True).runs.import_document(document, name=name)
     click.echo(f"imported run {info.name} ({info.status})", err=True)
 
 
 def _print_comparison(runs) -> None:
-    from adapter_hub.report import COMPARISON_HEADER, DIFFERENCE_HEADER, comparison_rows, difference_rows
-
     table(COMPARISON_HEADER, comparison_rows(runs), title="strategies compared (mean ±std over cells [95% CI])")
     for run in runs:
         rows = difference_rows(run)
@@ -219,12 +221,13 @@ def _print_comparison(runs) -> None:
 @click.option("--data", "specs", multiple=True, required=True, metavar="SPEC",
               help="A task to score on: folder, builtin:NAME or hf:ID (repeatable).")
 @click.option("--base-model", help="Base model (default: the first version's recorded base model).")
-@click.option("--scorer", type=click.Choice(["loglik", "generate"]), default="loglik", show_default=True,
-              help="loglik: rank the labels by likelihood; generate: greedy decoding, exact match.")
+@click.option("--scorer", type=click.Choice(["loglik", "generate"]),
+              help="loglik: rank the labels by likelihood; generate: greedy decoding, exact match (default: "
+                   "EvalConfig.scorer).")
 @click.option("--max-test", type=int, help="Score at most this many test examples per task (seeded sample).")
-@click.option("--batch-size", default=32, show_default=True, help="Examples per forward.")
+@click.option("--batch-size", type=int, help="Examples per forward (default: EvalConfig.batch_size).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+@click.option("--dtype", type=click.Choice(DTYPE_SETTINGS), default="auto", show_default=True,
               help="Base model dtype: auto = bf16 on a CUDA device that supports it, else fp32.")
 @click.option("--with-base", is_flag=True, help="Also score the bare base model.")
 @click.option("--record/--no-record", default=True, show_default=True, help="Store the results as evaluations.")
@@ -237,11 +240,9 @@ def eval_cmd(ctx: Context, refs, specs, base_model, scorer, max_test, batch_size
 
     Example: adapter-hub eval topic:1 sentiment --data builtin:topic --data builtin:sentiment
     """
-    from adapter_hub.data import load_tasks
-    from adapter_hub.evaluate import EvalConfig, evaluate_states
-    from adapter_hub.models import load_base_model, load_tokenizer
-    from adapter_hub.report import fmt
-    from adapter_hub.train import resolve_device
+    from adapter_hub.evaluation import EvalConfig, evaluate_states
+    from adapter_hub.models.devices import resolve_device
+    from adapter_hub.models.loading import load_base_model, load_tokenizer
 
     reg = ctx.registry()
     versions = [reg.get(r) for r in refs]
@@ -253,7 +254,8 @@ def eval_cmd(ctx: Context, refs, specs, base_model, scorer, max_test, batch_size
     states = {**adapters, **({"base": None} if with_base else {})}
     model = load_base_model(base_model, device=resolve_device(device), dtype=dtype)
     scores = evaluate_states(model, load_tokenizer(base_model), tasks, states,
-                             EvalConfig(scorer=scorer, batch_size=batch_size))
+                             EvalConfig(**{k: v for k, v in {"scorer": scorer, "batch_size": batch_size}.items()
+                                           if v is not None}))
     if record:
         for ref in adapters:
             for t in tasks:

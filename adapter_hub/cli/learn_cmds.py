@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from adapter_hub.cli import cli, compute_options, pass_ctx
+from adapter_hub.cli.main import cli, compute_options, pass_ctx
+from adapter_hub.cli.registry_cmds import _kv_pairs
+from adapter_hub.core.config import LoraConfig
+from adapter_hub.data import load_task
+from adapter_hub.models.names import DTYPE_SETTINGS
+from registry.refs import check_name
 
 # Kept in step with adapter_hub.continual.STRATEGIES by a test; listed here so `--help` needs no torch import.
 STRATEGY_NAMES = ["seq", "inc", "olora", "nlora", "inflora", "replay", "replay_gen", "ewc", "per_task", "mtl",
@@ -12,22 +17,23 @@ STRATEGY_NAMES = ["seq", "inc", "olora", "nlora", "inflora", "replay", "replay_g
 
 
 @cli.command()
-@click.option("--base-model", default="smollm2-135m", show_default=True,
-              help="Base model; tiny-llama tells the same story in about a minute.")
-@click.option("--steps", default=24, show_default=True, help="Training steps per task.")
-@click.option("--out", default="demo-out", show_default=True, help="Folder for the report (and the registry).")
+@click.option("--base-model", help="Base model (default: DemoConfig.base_model, the packaged SmolLM2); tiny-llama "
+              "tells the same story in about a minute.")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps per task (default: DemoConfig.steps).")
+@click.option("--out", help="Folder for the report (and the registry; default: DemoConfig.out).")
 @compute_options
 @pass_ctx
-def demo(ctx, base_model: str, steps: int, out: str) -> None:
+def demo(ctx, base_model: str | None, steps: int | None, out: str | None) -> None:
     """Three tasks in sequence: seq forgets, replay remembers, per-task adapters merged (iso_c); then a report.
 
     Every state is registered (in OUT/registry unless --registry or ADAPTER_HUB_REGISTRY says otherwise).
 
     Example: adapter-hub demo --base-model tiny-llama --out /tmp/demo
     """
-    from adapter_hub.demo import DemoConfig, run_demo
+    from adapter_hub.bench.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(base_model=base_model, steps=steps, out=out, registry=ctx.location), echo=click.echo)
+    given = {"base_model": base_model, "steps": steps, "out": out}  # the rest, and what is not given: DemoConfig's
+    run_demo(DemoConfig(registry=ctx.location, **{k: v for k, v in given.items() if v is not None}), echo=click.echo)
 
 
 @cli.command()
@@ -39,18 +45,19 @@ def demo(ctx, base_model: str, steps: int, out: str) -> None:
               help="Continual-learning strategy (default seq, or the --from version's strategy).")
 @click.option("--from", "from_ref", metavar="REF", help="Continue the sequence that produced this version.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Strategy parameter, e.g. lambda1=0.5.")
-@click.option("--rank", default=16, show_default=True, help="LoRA rank.")
-@click.option("--alpha", default=32.0, show_default=True, help="LoRA alpha (scaling alpha/rank).")
-@click.option("--lr", default=5e-4, show_default=True, help="Learning rate.")
+@click.option("--rank", type=int, help="LoRA rank (default: LoraConfig.r).")
+@click.option("--alpha", type=float, help="LoRA alpha, scaling alpha/rank (default: LoraConfig.alpha).")
+@click.option("--lr", type=float, help="Learning rate (default: TrainConfig.lr).")
 @click.option("--steps", type=int, help="Optimizer steps (overrides --epochs).")
-@click.option("--epochs", default=1.0, show_default=True, help="Passes over the training data.")
-@click.option("--batch-size", default=8, show_default=True, help="Examples per micro-batch.")
-@click.option("--max-length", default=256, show_default=True, help="Tokens per example (inputs cut from the left).")
+@click.option("--epochs", type=float, help="Passes over the training data (default: TrainConfig.epochs).")
+@click.option("--batch-size", type=int, help="Examples per micro-batch (default: TrainConfig.batch_size).")
+@click.option("--max-length", type=int, help="Tokens per example, inputs cut from the left (default: TrainConfig.max_length).")
 @click.option("--max-train", type=int, help="Use at most this many training examples (seeded sample).")
 @click.option("--max-test", type=int, help="Use at most this many test examples (seeded sample).")
-@click.option("--seed", default=0, show_default=True, help="Seed for data order, init and sampling (same seed, same adapter on CPU).")
+@click.option("--seed", type=int, help="Seed for data order, init and sampling; same seed, same adapter on CPU "
+              "(default: TrainConfig.seed).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+@click.option("--dtype", type=click.Choice(DTYPE_SETTINGS), default="auto", show_default=True,
               help="Base model dtype: auto = bf16 on a CUDA device that supports it, else fp32 (LoRA stays fp32).")
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True, help="Score the new task after training.")
 @compute_options
@@ -63,15 +70,11 @@ def train(ctx, base_model, task_name, data, strategy, from_ref, params, rank, al
     """
     import time
 
-    from adapter_hub import LoraConfig
-    from adapter_hub.cli.registry_cmds import _kv_pairs
     from adapter_hub.continual import ContinualConfig
     from adapter_hub.continual.runner import load_chain, run_sequence
-    from adapter_hub.data import load_task
-    from adapter_hub.models import load_base_model, load_tokenizer
-    from adapter_hub.train import TrainConfig, resolve_device
-    from registry.refs import check_name
-
+    from adapter_hub.models.devices import resolve_device
+    from adapter_hub.models.loading import load_base_model, load_tokenizer
+    from adapter_hub.training import TrainConfig
     check_name(task_name)
     reg = ctx.registry(create=True)
     extra = {k: _parse_value(v) for k, v in _kv_pairs(params, "--param").items()}
@@ -84,12 +87,13 @@ def train(ctx, base_model, task_name, data, strategy, from_ref, params, rank, al
         strategy = previous_strategy
         extra = {**previous_params, **extra}
     strategy = strategy or "seq"
-    task = load_task(data, name=task_name, max_train=max_train, max_test=max_test, seed=seed)
+    lora = LoraConfig(**_given(r=rank, alpha=alpha))
+    training = TrainConfig(**_given(lr=lr, steps=steps, epochs=epochs, batch_size=batch_size, max_length=max_length,
+                                    seed=seed))
+    task = load_task(data, name=task_name, max_train=max_train, max_test=max_test, seed=training.seed)
     if any(t.name == task.name for t in history):
         raise click.UsageError(f"task {task.name!r} is already in this sequence; give the new task another --task name")
-    config = ContinualConfig(LoraConfig(r=rank, alpha=alpha),
-                             TrainConfig(lr=lr, steps=steps, epochs=epochs, batch_size=batch_size,
-                                         max_length=max_length, seed=seed), seed=seed)
+    config = ContinualConfig(lora, training)
     model = load_base_model(base_model, device=resolve_device(device), dtype=dtype)
     tokenizer = load_tokenizer(base_model)
     run = f"train-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -102,15 +106,20 @@ def train(ctx, base_model, task_name, data, strategy, from_ref, params, rank, al
                f" -> {summary.get('last', float('nan')):.3f} in {summary.get('seconds', 0):.0f}s"
                + (f", {summary['truncated']} inputs truncated" if summary.get("truncated") else ""), err=True)
     if evaluate and task.is_classification:
-        from adapter_hub.evaluate import EvalConfig, score
+        from adapter_hub.evaluation import EvalConfig, score
         from adapter_hub.lora import attach
 
         attach(model, last.state, name="scored")
-        result_score = score(model, tokenizer, task, config=EvalConfig(max_length=max_length))["current"]
+        result_score = score(model, tokenizer, task, config=EvalConfig(max_length=training.max_length))["current"]
         reg.record_evaluation(ref, task=task.name, metric="accuracy", value=result_score.accuracy,
                               dataset=task.fingerprint(), scorer=result_score.scorer)
         click.echo(f"accuracy on {task.name} ({len(task.test)} test examples, {result_score.scorer}): "
                    f"{result_score.accuracy:.3f}", err=True)
+
+
+def _given(**values):
+    """The options given on the command line; the dataclass supplies every other default."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _parse_value(text: str):

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import click
 
-from adapter_hub.cli import Context, cli, compute_options, pass_ctx
+from adapter_hub.bench.report import fmt
+from adapter_hub.cli.main import Context, cli, compute_options, pass_ctx
 from adapter_hub.cli.output import table
+from adapter_hub.data import load_tasks
+from registry.folders import output_folder
+from registry.refs import check_name
 
 # Kept in step with adapter_hub.ops.METHODS by a test; listed here so `--help` needs no torch import.
 METHOD_NAMES = ["cat", "dare_linear", "dare_ties", "iso_c", "iso_cts", "knots_ties", "linear", "magnitude_prune",
@@ -40,14 +44,10 @@ def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str
     """Register and/or write the result; its registry ref when registered."""
     ref = None
     if task is not None:
-        from registry.refs import check_name
-
         check_name(task)
         ref = ctx.registry(create=True).register(result, task=task, note=note).ref
         click.echo(ref)
     if out is not None:
-        from registry.store import output_folder
-
         output_folder(out, result.save, force=force, option="--out")
         click.echo(str(out))
     error = result.provenance.get("max_relative_error")
@@ -127,8 +127,6 @@ def merge(ctx: Context, refs, method, weights, density, lam, divisor, elect, ext
     adapters = [reg.load(ref) for ref in refs]
     tasks = None
     if eval_specs:  # data and pairing checked before the merge is computed or registered
-        from adapter_hub.data import load_tasks
-
         if len(eval_specs) != len(refs):
             raise click.UsageError(f"--eval: {len(refs)} adapters but {len(eval_specs)} tasks (the i-th REF is the "
                                    f"i-th task's own adapter)")
@@ -143,9 +141,8 @@ def merge(ctx: Context, refs, method, weights, density, lam, divisor, elect, ext
 
 
 def _judge(reg, refs, adapters, merged, tasks, ref: str | None) -> None:
-    from adapter_hub.merge_eval import MERGED, judge_merge
-    from adapter_hub.models import load_base_model, load_tokenizer
-    from adapter_hub.report import fmt
+    from adapter_hub.evaluation.merge_judge import MERGED, judge_merge
+    from adapter_hub.models.loading import load_base_model, load_tokenizer
 
     base = reg.get(refs[0]).base_model
     judgement = judge_merge(load_base_model(base), load_tokenizer(base), tasks, merged, dict(zip(refs, adapters)))
@@ -176,7 +173,8 @@ def compose(ctx: Context, expression, rank, energy, allow_partial, task, out, fo
     Example: adapter-hub compose "0.5*topic:1 + 0.5*sentiment - 0.2*topic@best" --rank 8 --task composed
     """
     _require_destination(task, out, force)
-    from adapter_hub.ops.compose import compose as run_compose, parse
+    from adapter_hub.ops.compose import compose as run_compose
+    from adapter_hub.ops.compose import parse
 
     parse(expression)  # syntax errors before opening anything
     result = run_compose(expression, registry=ctx.registry(), rank=rank, energy=energy, allow_partial=allow_partial)

@@ -8,20 +8,23 @@ from pathlib import Path
 
 import click
 
-from adapter_hub.cli import Context, cli, pass_ctx
+from adapter_hub.cli.main import Context, cli, pass_ctx
 from adapter_hub.cli.output import byte_progress, emit_json, fields, human_bytes, table
 from registry import views
+from registry.db import HEAD_REVISION, current_revision
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
 def _kv_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:
-    from registry.api import parse_tags
-
-    try:
-        return parse_tags(pairs)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=what)
+    """['k=v', ...] -> {k: v} for --tag, --meta and --param."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=what)
+        out[key] = value
+    return out
 
 
 def _version_row(v) -> list:
@@ -47,8 +50,6 @@ def init(ctx: Context) -> None:
 
     Example: adapter-hub --registry ~/adapters init
     """
-    from registry.db import current_revision
-
     reg = ctx.registry(create=True)
     click.echo(f"registry {reg.location}\nblobs    {reg.store.url}\nschema   {current_revision(reg.engine)}")
 
@@ -76,8 +77,6 @@ def db_current(ctx: Context) -> None:
 
     Example: adapter-hub db current
     """
-    from registry.db import HEAD_REVISION, current_revision
-
     reg = ctx.registry(create=False, check=False)
     click.echo(f"database {current_revision(reg.engine)}\nexpected {HEAD_REVISION}")
 
@@ -117,7 +116,7 @@ def register(ctx: Context, path: Path, task: str, metadata_json: str | None, met
     reg = ctx.registry(create=True)
     source: object = path
     if allow_bin and not (path / "adapter_model.safetensors").exists():
-        from adapter_hub.adapter import LoraAdapter  # torch only on this rare path
+        from adapter_hub.core.adapter import LoraAdapter  # torch only on this rare path
 
         source = LoraAdapter.load(path, allow_bin=True)
     total = sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else 0

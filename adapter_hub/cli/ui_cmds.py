@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from adapter_hub.cli import Context, cli, pass_ctx
+from adapter_hub.cli.main import Context, cli, pass_ctx
 
 UI_EXTRA = "pip install 'adapter-hub[ui]'"
 

@@ -6,7 +6,7 @@ step as ONE LoraAdapter (for inc/O-LoRA: the exact sum of the frozen and new com
 state can be registered, reloaded, evaluated and merged like any adapter. `restore` rebuilds the
 strategy from the states (and components) a previous, interrupted run registered.
 
-Reproducibility: step i trains with seed `config.seed + i` for data order, dropout and the new
+Reproducibility: step i trains with seed `config.train.seed + i` for data order, dropout and the new
 adapter's init, so a resumed run retraces the uninterrupted one exactly (CPU).
 """
 
@@ -19,23 +19,33 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from adapter_hub.adapter import LoraAdapter
-from adapter_hub.config import LoraConfig
-from adapter_hub.data import Task
-from adapter_hub.lora import attach, lora_layers, lora_parameters, set_active, set_trainable
 from adapter_hub.continual.step_cache import RegistryStepCache, load_into, step_key
-from adapter_hub.prompts import Encoded, encode_examples
-from adapter_hub.train import TrainConfig, TrainResult, train_on
-from adapter_hub.typed import check_like_default
+from adapter_hub.core.adapter import LoraAdapter
+from adapter_hub.core.config import LoraConfig
+from adapter_hub.core.typed import check_like_default
+from adapter_hub.data import Task
+from adapter_hub.data.prompts import Encoded, encode_examples
+from adapter_hub.lora import (
+    attach,
+    lora_layers,
+    lora_parameters,
+    set_active,
+    set_trainable,
+)
+from adapter_hub.training import TrainConfig, TrainResult, train_on
 
 
 @dataclass
 class ContinualConfig:
-    """What every strategy in a comparison shares: the adapter shape, the training budget, the seed."""
+    """What every strategy in a comparison shares: the adapter shape and the training budget. The
+    sequence's seed is the training config's: step i trains with train.seed + i."""
 
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    seed: int = 0  # step i uses seed + i
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
 
     def train_for(self, step: int, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self.train, seed=self.seed + step, **changes)

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from adapter_hub.continual.base import StepResult, Strategy
+from adapter_hub.data.prompts import Encoded
 from adapter_hub.lora import attach, detach, list_adapters, lora_parameters
-from adapter_hub.prompts import Encoded
-from adapter_hub.train import answer_loss, collate
+from adapter_hub.training.batches import collate
+from adapter_hub.training.loss import answer_loss
 
 NAME = "ewc"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from adapter_hub import ops
-from adapter_hub.adapter import LoraAdapter
 from adapter_hub.continual.base import StepResult, Strategy
+from adapter_hub.core.adapter import LoraAdapter
 from adapter_hub.lora import attach, lora_layers
 from adapter_hub.ops.align import from_factors
 
@@ -74,6 +74,6 @@ def split_component(state: LoraAdapter, ranks: dict[str, int], index: int, all_r
     factors = {}
     for m, r in ranks.items():
         start = sum(prev[m] for prev in all_ranks[:index - 1] if m in prev)
-        f = state.modules[m]
-        factors[m] = (f.A[start:start + r].clone(), f.B[:, start:start + r] * state.scaling(m))
+        A, sB = state.folded(m, state.modules[m].A.dtype)
+        factors[m] = (A[start:start + r].clone(), sB[:, start:start + r])
     return from_factors(factors, state, {})

@@ -28,13 +28,13 @@ from collections.abc import Sequence
 
 import torch
 
-from adapter_hub.adapter import LoraAdapter
 from adapter_hub.continual.base import StepResult
 from adapter_hub.continual.inc import Incremental, component_name
+from adapter_hub.core.adapter import LoraAdapter
+from adapter_hub.data.prompts import Encoded
 from adapter_hub.lora import lora_layers, set_active
 from adapter_hub.ops.align import from_factors
-from adapter_hub.prompts import Encoded
-from adapter_hub.train import collate
+from adapter_hub.training.batches import collate
 
 COVARIANCE_BATCH = 16  # examples per forward when collecting layer inputs (no gradients)
 

@@ -19,8 +19,6 @@ class Merge(Strategy):
 
     @classmethod
     def check_values(cls, params, where):
-        from adapter_hub import ops
-
         if params["method"] not in ops.METHODS:
             raise ValueError(f"{where} parameter method must be one of {sorted(ops.METHODS)}, got {params['method']!r}")
         try:
@@ -36,8 +34,6 @@ class Merge(Strategy):
     @staticmethod
     def merge_options(params) -> dict:
         """The options of ops.merge this method takes (density only where the method has one)."""
-        from adapter_hub import ops
-
         takes = {p.name for p in ops.METHODS[params["method"]].params}
         return {"density": params["density"]} if "density" in takes else {}
 

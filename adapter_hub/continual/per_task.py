@@ -11,8 +11,8 @@ How a test input finds its adapter is the `router` parameter:
 from __future__ import annotations
 
 from adapter_hub.continual.base import StepResult, Strategy
+from adapter_hub.evaluation.router import ROUTERS, prototype
 from adapter_hub.lora import attach
-from adapter_hub.routing import ROUTERS, prototype
 
 
 def adapter_name(step: int) -> str:

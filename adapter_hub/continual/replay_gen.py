@@ -25,6 +25,8 @@ import torch
 
 from adapter_hub.continual.base import StepResult, Strategy
 from adapter_hub.data import Example, Task
+from adapter_hub.evaluation import EvalConfig, score
+from adapter_hub.evaluation.text import normalise
 from adapter_hub.lora import attach, list_adapters
 
 NAME = "replay_gen"
@@ -71,8 +73,6 @@ def sample_inputs(model, tokenizer, task: Task, n: int, *, seed: int, max_new_to
 
 def label_inputs(model, tokenizer, task: Task, texts: Sequence[str], max_length: int) -> list[Example]:
     """The model's own greedy answers to `texts` in task's format; only answers in the label set stay."""
-    from adapter_hub.evaluate import EvalConfig, _normalise, score
-
     texts = [t for t in texts if t]
     if not texts:
         return []
@@ -81,8 +81,8 @@ def label_inputs(model, tokenizer, task: Task, texts: Sequence[str], max_length:
                     examples=probe)["current"].predictions
     if task.labels is None:  # free text: any non-empty answer is a target
         return [Example(t, a) for t, a in zip(texts, answers) if a]
-    labels = {_normalise(label): label for label in task.labels}
-    return [Example(t, labels[_normalise(a)]) for t, a in zip(texts, answers) if _normalise(a) in labels]
+    labels = {normalise(label): label for label in task.labels}
+    return [Example(t, labels[normalise(a)]) for t, a in zip(texts, answers) if normalise(a) in labels]
 
 
 class GenerativeReplay(Strategy):

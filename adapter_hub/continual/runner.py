@@ -16,9 +16,9 @@ from typing import Any
 
 from adapter_hub.continual import ContinualConfig, StepResult, make_strategy
 from adapter_hub.continual.step_cache import TAG, RegistryStepCache, same_factors
-from adapter_hub.data import Task
+from adapter_hub.data import Task, load_task
 from adapter_hub.lora import detach, list_adapters
-from adapter_hub.train import TrainResult
+from adapter_hub.training import TrainResult
 
 
 @dataclass
@@ -94,7 +94,7 @@ def _register(registry, run: str, strat, result: StepResult, refs: list[str | No
               tasks: Sequence[Task], seconds: float | None = None) -> str:
     task = tasks[result.step - 1]
     previous = refs[-1] if refs else None
-    history = [{"task": t.name, "spec": t.spec(), "ref": r} for t, r in zip(tasks[:result.step], [*refs, None])]
+    history = [{"task": t.name, "spec": t.load_args(), "ref": r} for t, r in zip(tasks[:result.step], [*refs, None])]
     metadata = {
         "strategy": strat.name, "params": strat.hyperparameters(), "step": result.step, "run": run,
         "sequence": [t.name for t in tasks], "history": history, "data": task.source, "dataset": task.fingerprint(),
@@ -147,14 +147,12 @@ def _reload(registry, info, run: str, strategy: str, step: int) -> tuple[StepRes
 def load_chain(registry, ref: str) -> tuple[str, dict[str, Any], list[Task], list[tuple[StepResult, str]]]:
     """Everything needed to continue a sequence from the registered state `ref`: its strategy and
     hyper-parameters, the tasks learnt so far (rebuilt from their recorded specs) and every step's state."""
-    from adapter_hub.data import load_task
-
     head = registry.get(ref)
     meta = head.metadata
     if "history" not in meta or "strategy" not in meta:
         raise ValueError(f"{head.ref} was not made by a continual-learning run (no strategy/history in its "
                          f"metadata); start a new sequence without --from")
-    tasks = [load_task(**h["spec"]) for h in meta["history"]]  # Task.spec() recorded exactly these arguments
+    tasks = [load_task(**h["spec"]) for h in meta["history"]]  # Task.load_args() recorded exactly these
     refs = [h["ref"] for h in meta["history"][:-1]] + [head.ref]
     done = [_reload(registry, registry.get(r), meta["run"], meta["strategy"], step)
             for step, r in enumerate(refs, start=1)]

@@ -26,18 +26,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapter_hub.adapter import LoraAdapter
+import adapter_hub
+from adapter_hub.core.adapter import LoraAdapter
+from adapter_hub.core.factors import tensor_bytes
+from adapter_hub.data.prompts import Encoded
 from adapter_hub.lora import base_identity, lora_layers
-from adapter_hub.prompts import Encoded
-from adapter_hub.train import TrainConfig
+from adapter_hub.training.config import TrainConfig
 
 TAG = "step_key"
 
 
 def step_key(model: nn.Module, names_trained: Sequence[str], names_active: Sequence[str], lora_config: dict,
              examples: Sequence[Encoded], train: TrainConfig, pad_id: int, frozen_A: bool) -> str:
-    import adapter_hub
-
     h = hashlib.sha256()
     settings = {k: v for k, v in train.to_dict().items() if k != "progress"}  # display only
     head = {"base": base_identity(model).to_dict(), "lora": lora_config, "train": settings, "pad": pad_id,
@@ -50,8 +50,8 @@ def step_key(model: nn.Module, names_trained: Sequence[str], names_active: Seque
             for n in names:
                 if n in layer.lora_A:
                     h.update(f"{module}\0{role}\0{layer.scaling[n]!r}\0".encode())
-                    for t in (layer.lora_A[n], layer.lora_B[n]):
-                        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+                    h.update(tensor_bytes(layer.lora_A[n]))
+                    h.update(tensor_bytes(layer.lora_B[n]))
     for e in examples:
         h.update(json.dumps([e.prompt, e.target]).encode())
     return h.hexdigest()

@@ -5,7 +5,14 @@ Every op returns a new LoraAdapter whose `provenance` records its inputs (regist
 the method and its parameters, so `Registry.register` writes merged_from / reduced_from lineage.
 """
 
-from adapter_hub.ops.arithmetic import add, linear, negate, scale, subtract, task_arithmetic
+from adapter_hub.ops.arithmetic import (
+           add,
+           linear,
+           negate,
+           scale,
+           subtract,
+           task_arithmetic,
+)
 from adapter_hub.ops.compose import ComposeSyntaxError, compose, parse
 from adapter_hub.ops.merge import merge, method_params
 from adapter_hub.ops.methods import METHODS

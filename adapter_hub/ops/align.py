@@ -1,8 +1,8 @@
 """What every adapter operation shares: compatibility checks, scaling folded into factors, results.
 
-Every op works on *folded* factors: for input i and module m, B'_i = s_i·B_i (s = alpha/r or
-alpha/√r with rsLoRA, including per-module rank/alpha patterns), so ΔW_i = B'_i·A_i with no scaling
-left to forget — the source of PEFT's double-scaling bug (#3111). Results are stored the same way
+Every op works on *folded* factors (LoraAdapter.folded, core.factors.fold): for input i and module m,
+B'_i = s_i·B_i (s = alpha/r or alpha/√r with rsLoRA, including per-module rank/alpha patterns), so
+ΔW_i = B'_i·A_i with no scaling left to forget — the source of PEFT's double-scaling bug (#3111). Results are stored the same way
 (alpha = r per module, scaling exactly 1) and record what made them in `provenance`.
 """
 
@@ -14,9 +14,11 @@ from typing import Any
 
 import torch
 
-from adapter_hub.adapter import LoraAdapter, ModuleFactors
-from adapter_hub.config import LoraConfig
-from adapter_hub.errors import IncompatibleAdaptersError
+from adapter_hub.core.adapter import LoraAdapter
+from adapter_hub.core.config import LoraConfig
+from adapter_hub.core.errors import IncompatibleAdaptersError
+from adapter_hub.core.factors import ModuleFactors
+
 
 def check_adapters(adapters: Sequence[LoraAdapter], *, allow_partial: bool = False) -> list[str]:
     """The modules to operate on (sorted), after checking base model, module sets and shapes."""
@@ -62,14 +64,6 @@ def check_weights(weights: Sequence[float] | None, n: int, default: float = 1.0)
     if bad:
         raise ValueError(f"weights must be finite numbers, got {bad}")
     return weights
-
-
-def folded(adapter: LoraAdapter, module: str, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(A, s·B) of one module in `dtype`, or None when the adapter lacks it (a partial merge)."""
-    f = adapter.modules.get(module)
-    if f is None:
-        return None
-    return f.A.to(dtype), f.B.to(dtype) * adapter.scaling(module)
 
 
 def labels(adapters: Sequence[LoraAdapter]) -> list[str]:

@@ -11,8 +11,13 @@ from collections.abc import Sequence
 
 import torch
 
-from adapter_hub.adapter import LoraAdapter
-from adapter_hub.ops.align import check_adapters, check_weights, folded, from_factors, provenance
+from adapter_hub.core.adapter import LoraAdapter
+from adapter_hub.ops.align import (
+    check_adapters,
+    check_weights,
+    from_factors,
+    provenance,
+)
 
 
 def weighted_sum_factors(adapters: Sequence[LoraAdapter], weights: Sequence[float], modules: Sequence[str]
@@ -22,7 +27,7 @@ def weighted_sum_factors(adapters: Sequence[LoraAdapter], weights: Sequence[floa
     for m in modules:
         As, Bs = [], []
         for a, w in zip(adapters, weights):
-            pair = folded(a, m)
+            pair = a.folded(m)
             if pair is not None:
                 As.append(pair[0])
                 Bs.append(pair[1] * w)

@@ -17,7 +17,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from adapter_hub.adapter import LoraAdapter
+from adapter_hub.core.adapter import LoraAdapter
+from adapter_hub.core.errors import ComposeSyntaxError
+from adapter_hub.ops.align import check_adapters, from_factors, provenance
+from adapter_hub.ops.arithmetic import weighted_sum_factors
+from adapter_hub.ops.svd import reduce_rank
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
@@ -25,15 +29,6 @@ _TOKEN = re.compile(r"""
   | (?P<ref>sha256:[0-9a-f]+|[A-Za-z0-9][A-Za-z0-9._-]*(?::[0-9]+|@[A-Za-z0-9][A-Za-z0-9._-]*)?)
   | (?P<op>[-+*/()])
 """, re.VERBOSE)
-
-
-class ComposeSyntaxError(ValueError):
-    """The expression cannot be parsed or is not linear; the message shows the column."""
-
-    def __init__(self, expression: str, column: int, message: str) -> None:
-        self.expression, self.column = expression, column
-        pointer = " " * (column - 1) + "^"
-        super().__init__(f"column {column}: {message}\n  {expression}\n  {pointer}")
 
 
 @dataclass(frozen=True)
@@ -179,10 +174,6 @@ def compose(expression: str, *, registry=None, resolve: Callable[[str], LoraAdap
     References are loaded with `registry.load(ref)` (or `resolve(ref)`). Every reference is resolved
     before any arithmetic, and an unknown one raises the registry's RefError naming it.
     """
-    from adapter_hub.ops.arithmetic import weighted_sum_factors
-    from adapter_hub.ops.align import check_adapters, from_factors, provenance
-    from adapter_hub.ops.svd import reduce_rank
-
     terms = parse(expression)
     if resolve is None:
         if registry is None:
@@ -193,10 +184,15 @@ def compose(expression: str, *, registry=None, resolve: Callable[[str], LoraAdap
         try:
             adapters.append(resolve(ref))
         except Exception as exc:
+            # Say which expression, and what a hyphen in a name means, on the error itself: its type
+            # and traceback stay as the resolver raised them (rebuilding it as type(exc)(message)
+            # breaks on exceptions whose constructor takes other arguments).
             hint = ""
             if "-" in ref and not any(ch in ref for ch in ":@"):
                 hint = f" (to subtract, put spaces around the minus: {ref.replace('-', ' - ')!r})"
-            raise type(exc)(f"in {expression!r}: {exc}{hint}") from exc
+            said = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            exc.args = (f"in {expression!r}: {said}{hint}", *exc.args[1:])
+            raise
         weights.append(coefficient)
     modules = check_adapters(adapters, allow_partial=allow_partial)
     prov = provenance("compose", adapters, expression=expression, weights=weights, rank=rank, energy=energy)

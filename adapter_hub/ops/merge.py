@@ -23,10 +23,22 @@ from typing import Any
 
 import torch
 
-from adapter_hub.adapter import LoraAdapter
-from adapter_hub.ops.align import check_adapters, check_weights, folded, from_factors, provenance, record_errors
+from adapter_hub.core.adapter import LoraAdapter
+from adapter_hub.ops.align import (
+    check_adapters,
+    check_weights,
+    from_factors,
+    provenance,
+    record_errors,
+)
 from adapter_hub.ops.methods import get_method
-from adapter_hub.ops.svd import COMPUTE, Spectrum, check_target, factored_svd, reduce_factors
+from adapter_hub.ops.svd import (
+    COMPUTE,
+    Spectrum,
+    check_target,
+    factored_svd,
+    reduce_factors,
+)
 
 EXACT_SVD_MAX = 2048  # modules up to this size get a full, exact SVD when factored back
 
@@ -134,7 +146,7 @@ def _generator(seed: int, module: str, device: torch.device) -> torch.Generator:
 
 
 def _pairs(adapters, weights, module):
-    return [(pair, w) for a, w in zip(adapters, weights) if (pair := folded(a, module)) is not None]
+    return [(pair, w) for a, w in zip(adapters, weights) if (pair := a.folded(module)) is not None]
 
 
 def dense_deltas(adapters: Sequence[LoraAdapter], module: str) -> tuple[torch.Tensor, list[int]]:
@@ -143,7 +155,7 @@ def dense_deltas(adapters: Sequence[LoraAdapter], module: str) -> tuple[torch.Te
     out_f, in_f = shapes[0]
     stack, ranks = [], []
     for a in adapters:
-        pair = folded(a, module)
+        pair = a.folded(module)
         stack.append(pair[1] @ pair[0] if pair is not None else torch.zeros(out_f, in_f, device=_device(adapters)))
         ranks.append(0 if pair is None else pair[0].shape[0])
     return torch.stack(stack), ranks

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from adapter_hub.adapter import LoraAdapter
-from adapter_hub.ops.align import folded, from_factors, provenance, record_errors
+from adapter_hub.core.adapter import LoraAdapter
+from adapter_hub.ops.align import from_factors, provenance, record_errors
 
 COMPUTE = torch.float64  # the core is tiny; fp64 costs nothing and keeps tails exact (bf16 SVD is unsupported)
 
@@ -118,10 +118,10 @@ def reduce_rank(adapter: LoraAdapter, rank: int | None = None, *, energy: float 
     dtype = next(iter(adapter.modules.values())).A.dtype
     ranks = None
     if budget is not None:
-        values = {m: singular_values(*reversed(folded(adapter, m, COMPUTE))) for m in adapter.modules}
+        values = {m: singular_values(*reversed(adapter.folded(m, COMPUTE))) for m in adapter.modules}
         shapes = {m: (int(f.B.shape[0]), int(f.A.shape[1])) for m, f in adapter.modules.items()}
         ranks = ranks_for_budget(values, shapes, int(budget))
-    pairs = ((m, *folded(adapter, m)) for m in adapter.modules)
+    pairs = ((m, *adapter.folded(m)) for m in adapter.modules)
     factors, errors = reduce_factors(pairs, rank=rank, energy=energy, ranks=ranks, dtype=dtype)
     prov = provenance("reduce_rank", [adapter], rank=rank, energy=energy, budget=budget)
     record_errors(prov, errors)

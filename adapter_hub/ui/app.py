@@ -21,8 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from adapter_hub import cells as cell_math
-from adapter_hub import report
+from adapter_hub.bench import report, summary
 from adapter_hub.ui import plots
 from registry import views
 from registry.errors import RefError, RegistryError
@@ -80,7 +79,7 @@ def create_app(registry) -> Starlette:
         return JSONResponse(json.loads(json.dumps(views.run(registry, request.path_params["run"]), default=str)))
 
     async def api_curves(request: Request) -> Response:
-        info = registry.get_run(request.path_params["run"])
+        info = registry.runs.get(request.path_params["run"])
         return JSONResponse(_curves(info))
 
     async def api_compare(request: Request) -> Response:
@@ -111,10 +110,10 @@ def create_app(registry) -> Starlette:
         return page("runs.html", request, title="benchmark runs", runs=views.runs(registry))
 
     async def run_page(request: Request) -> Response:
-        info = registry.get_run(request.path_params["run"])
+        info = registry.runs.get(request.path_params["run"])
         cells = [[c.cell, c.state, c.node or "", c.holder or "", c.attempts,
                   c.heartbeat_at.isoformat()[:19].replace("T", " ") if c.heartbeat_at else "", c.error or ""]
-                 for c in registry.cell_states(info.name)]
+                 for c in registry.cells.list(info.name)]
         return page("run.html", request, title=info.name, run=info, cell_rows=cells, cell_header=CELL_HEADER,
                     **_run_context(info))
 
@@ -134,7 +133,7 @@ def create_app(registry) -> Starlette:
         names = request.query_params.getlist("run")
         if not names:
             raise HTTPException(400, "name the runs to compare: ?run=A&run=B")
-        return [registry.get_run(name) for name in names]
+        return [registry.runs.get(name) for name in names]
 
     # ---- errors ------------------------------------------------------------------------------------
 
@@ -224,7 +223,7 @@ def _curves(info) -> dict[str, Any]:
     """Per strategy, the seen-task accuracy after each step with its interval (None for older runs)."""
     tasks = info.results.get("tasks") or []
     return {"tasks": tasks,
-            "strategies": {label: cell_math.curve(entry, tasks)
+            "strategies": {label: summary.strategy_curve(entry, tasks)
                            for label, entry in (info.results.get("strategies") or {}).items()}}
 
 

@@ -10,9 +10,16 @@ import torch
 
 from adapter_hub import LoraAdapter, LoraConfig, attach, ops
 from adapter_hub.data import load_task
-from adapter_hub.evaluate import CURRENT, EvalConfig, score
-from adapter_hub.lora import detach, lora_layers, merge_adapter, route, set_active, unmerge_adapter
-from adapter_hub.train import TrainConfig, train_task
+from adapter_hub.evaluation import CURRENT, EvalConfig, score
+from adapter_hub.lora import (
+    detach,
+    lora_layers,
+    merge_adapter,
+    route,
+    set_active,
+    unmerge_adapter,
+)
+from adapter_hub.training import TrainConfig, train_task
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -90,7 +97,7 @@ def test_cuda_bf16_evaluation_agrees_with_cpu_fp32(tiny_model, tokenizer):
 
 def test_arithmetic_on_cuda_matches_cpu():
     g = torch.Generator().manual_seed(0)
-    from adapter_hub.adapter import ModuleFactors
+    from adapter_hub.core.factors import ModuleFactors
 
     def adapter(r):
         modules = {"m": ModuleFactors(torch.randn(r, 64, generator=g), torch.randn(48, r, generator=g))}
@@ -110,7 +117,8 @@ def test_arithmetic_on_cuda_matches_cpu():
 def test_routed_bf16_evaluation_agrees_with_the_loop_on_cuda(tiny_model, tokenizer):
     """The evaluator's CUDA path (bf16 autocast, routing, shared-prefix cache, packed candidates) against the
     one-adapter-at-a-time loop; bf16 rounding may flip a near-tie, so agreement, not identity."""
-    from adapter_hub.evaluate import evaluate_states, evaluate_states_loop
+    from adapter_hub.evaluation import evaluate_states
+    from adapter_hub.evaluation.states import evaluate_states_loop
 
     model = tiny_model().to(CUDA)
     adapters = {}
@@ -131,7 +139,7 @@ def test_routed_bf16_evaluation_agrees_with_the_loop_on_cuda(tiny_model, tokeniz
 def test_bf16_base_end_to_end_on_cuda(tiny_model, tokenizer):
     """A base held in bf16 (dtype auto on CUDA): LoRA factors stay fp32, training learns, merging and
     scoring work, and the bf16 merge round-trip is bit-identical."""
-    from adapter_hub.models import resolve_dtype
+    from adapter_hub.models.devices import resolve_dtype
 
     dtype = resolve_dtype("auto", CUDA)
     assert dtype == torch.bfloat16, "this GPU has no bf16: the auto setting keeps fp32"

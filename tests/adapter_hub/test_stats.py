@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from adapter_hub.metrics import summarize
 from adapter_hub import stats
+from adapter_hub.metrics import summarize
 from adapter_hub.stats import bootstrap, metric_of, paired_difference
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+
 from registry.testing import snapshot as _snapshot
 from registry.testing import write_adapter
 

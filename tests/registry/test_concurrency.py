@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from registry import Registry
 from registry.testing import write_adapter
@@ -73,7 +72,7 @@ def test_eight_writers_on_postgres(postgres_url, tmp_path):
 CRASHER = """
 import os, signal, sys
 from pathlib import Path
-import registry.api, registry.store
+import registry.registration, registry.store
 from registry import Registry
 from registry.testing import write_adapter
 location, scratch, start, point, after = sys.argv[1:6]
@@ -98,9 +97,9 @@ def arm(module, name, when):
 if point == "mid-copy":          # inside BlobStore.put_file: bytes written, not yet fsynced/renamed
     arm(registry.store.os, "fsync", "before")
 elif point == "blobs-durable":   # every blob stored, the database transaction not yet begun
-    arm(registry.api, "session_scope", "before")
+    arm(registry.registration, "session_scope", "before")
 elif point == "in-transaction":  # rows inserted inside the open transaction, not committed
-    arm(registry.api.queries, "resolve", "before")
+    arm(registry.registration.queries, "resolve", "before")
 i = int(start)
 while True:  # register until killed; big-ish tensors so a random kill often lands mid-copy
     folder = write_adapter(Path(scratch) / f"c{i}", seed=i, r=8, dim=4096)

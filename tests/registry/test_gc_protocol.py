@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import registry.api
+import registry.registration
 from registry import Registry
 from registry.testing import write_adapter
 
@@ -36,7 +36,7 @@ def _paused_registration(reg: Registry, folder: Path, task: str, monkeypatch):
     """Start registering `folder` in a thread that stops just before its version transaction (after its
     blobs are in the store); returns (thread, ready event, go event, result dict)."""
     ready, go, result = threading.Event(), threading.Event(), {}
-    original = registry.api.session_scope
+    original = registry.registration.session_scope
 
     def paused(engine, *, write=False):
         if write and threading.current_thread().name == "registrar":
@@ -44,7 +44,7 @@ def _paused_registration(reg: Registry, folder: Path, task: str, monkeypatch):
             assert go.wait(60)
         return original(engine, write=write)
 
-    monkeypatch.setattr(registry.api, "session_scope", paused)
+    monkeypatch.setattr(registry.registration, "session_scope", paused)
 
     def body():
         try:
@@ -94,7 +94,7 @@ def test_sweep_beside_a_registration_reusing_orphan_blobs(location, tmp_path, mo
 def test_pins_of_a_killed_registration_are_dropped_and_its_blobs_freed(location, tmp_path):
     reg = _open(*location)
     folder = write_adapter(tmp_path / "a", seed=1)
-    code = ("import os, signal, sys; import registry.api as api; from registry import Registry\n"
+    code = ("import os, signal, sys; import registry.registration as api; from registry import Registry\n"
             "reg = Registry.open(sys.argv[1], store=sys.argv[2] or None, create=False)\n"
             "scope = api.session_scope\n"  # dies with its blobs stored and pinned, before the version commits
             "api.session_scope = lambda e, write=False: os.kill(os.getpid(), 9) if write else scope(e)\n"

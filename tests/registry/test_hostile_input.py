@@ -147,8 +147,8 @@ def test_a_killed_export_leaves_no_debris_after_the_next_one(reg, adapter_dir, t
 
 
 def test_bench_report_refuses_a_folder_with_the_users_files(reg, tmp_path, snapshot):
-    run_info = reg.create_run("r1", {"tasks": ["a"]})
-    reg.update_run("r1", status="done", results={"tasks": ["a"], "strategies": {
+    run_info = reg.runs.create("r1", {"tasks": ["a"]})
+    reg.runs.update("r1", status="done", results={"tasks": ["a"], "strategies": {
         "seq": {"strategy": "seq", "params": {}, "matrix": [[0.5]], "metrics": {"acc": 0.5}}}})
     out = tmp_path / "reports"
     out.mkdir()

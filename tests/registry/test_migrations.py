@@ -11,9 +11,15 @@ from sqlalchemy import text
 
 from adapter_hub.cli import cli
 from registry import Registry
-from registry.db import HEAD_REVISION, alembic_config, current_revision, make_engine, upgrade
+from registry.db import (
+    HEAD_REVISION,
+    alembic_config,
+    current_revision,
+    make_engine,
+    upgrade,
+)
 from registry.errors import SchemaError
-from registry.models import metadata
+from registry.tables import metadata
 
 
 def _diff(engine):
@@ -49,7 +55,7 @@ def _fill_at_first_revision(tmp_path, adapter_dir):
                        str(root), root / "checkouts")
     # register through the API's own code path; 0001 has every table register() keeps rows in (its
     # blob pins live only while it runs: the pin table is lent for the writes and dropped after)
-    from registry.models import blob_pin
+    from registry.tables import blob_pin
 
     blob_pin.create(engine)
     v = current.register(adapter_dir(0), task="agnews", metadata={"lr": 0.1}, tags={"stage": "dev"})

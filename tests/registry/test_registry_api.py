@@ -10,8 +10,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from registry import Registry
-from registry.errors import (AdapterFormatError, DuplicateVersionError, NameError_, NonFiniteError, RefError,
-                             RegistryError)
+from registry.errors import (
+    AdapterFormatError,
+    DuplicateVersionError,
+    NameError_,
+    NonFiniteError,
+    RefError,
+    RegistryError,
+)
 
 
 def test_versions_count_up_per_task_and_latest_is_computed(reg, adapter_dir):

@@ -6,7 +6,7 @@ uniform average of model soups. (The `merge` continual strategy averages unless 
 from __future__ import annotations
 
 from adapter_hub.ops.arithmetic import weighted_sum_factors
-from adapter_hub.ops.methods import LAMBDA, merge_method
+from adapter_hub.ops.methods.catalogue import LAMBDA, merge_method
 
 
 @merge_method("cat", kind="factored", title="Rank concatenation (PEFT's 'cat')",

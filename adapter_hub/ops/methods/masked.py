@@ -22,7 +22,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from adapter_hub.ops.methods import DENSITY, DIVISOR, ELECT, LAMBDA, merge_method
+from adapter_hub.ops.methods.catalogue import (
+    DENSITY,
+    DIVISOR,
+    ELECT,
+    LAMBDA,
+    merge_method,
+)
 
 CHUNK = 1 << 20  # entries per tensor per chunk: temporaries stay cache-sized, not n x the module
 

@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from adapter_hub.ops.align import folded
-from adapter_hub.ops.methods import Param, merge_method
+from adapter_hub.ops.methods.catalogue import Param, merge_method
 from adapter_hub.ops.methods.masked import generalized
 from adapter_hub.ops.svd import COMPUTE, factored_svd
 
@@ -60,7 +59,7 @@ def _updates(adapters, weights, module) -> list[tuple[torch.Tensor, torch.Tensor
     """(A_i, w_i·s_i·B_i) in float64 for every adapter that has the module."""
     out = []
     for a, w in zip(adapters, weights):
-        pair = folded(a, module, COMPUTE)
+        pair = a.folded(module, COMPUTE)
         if pair is not None:
             out.append((pair[0], pair[1] * w))
     return out

@@ -58,9 +58,9 @@ def ui_registry(tmp_path_factory) -> Path:
     from registry import Registry
 
     handle = Registry.open(location, create=False)  # as a distributed run's workers leave it: one cell failed
-    handle.plan_cells("ui-run", ["seq/s0", "seq/s1"])
-    epoch = handle.claim_cell("ui-run", "seq/s1", holder="worker-host:4242", node="node-b")
-    handle.fail_cell("ui-run", "seq/s1", epoch, f"ValueError: bad row {HOSTILE}")
+    handle.cells.plan("ui-run", ["seq/s0", "seq/s1"])
+    epoch = handle.cells.claim("ui-run", "seq/s1", holder="worker-host:4242", node="node-b")
+    handle.cells.fail("ui-run", "seq/s1", epoch, f"ValueError: bad row {HOSTILE}")
     handle.close()
     return location
 

@@ -13,7 +13,6 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
 
-
 @pytest.fixture(scope="module")
 def client(ui_registry):
     from adapter_hub.ui import create_app

@@ -1,0 +1,7 @@
+"""The vocabulary every other package shares, and nothing that runs a model: what a LoRA adapter is
+(its config and scaling, its per-module factors, its PEFT files), which base model it belongs to,
+the error hierarchy, and the checks and progress display that configs and long jobs use.
+
+Import from the modules (`adapter_hub.core.config`, `.adapter`, ...); the names users need are also
+on `adapter_hub` itself. This package imports nothing above it: `adapter_hub.lora` builds on it.
+"""

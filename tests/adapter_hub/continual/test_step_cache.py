@@ -1,0 +1,110 @@
+"""Never the same work twice: a training call whose content key a registered state already has is
+reused instead of trained, a state already scored on a task is not scored again — and either way
+the results are bit-identical to doing the work again."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import tomllib
+
+from adapter_hub import LoraConfig
+from adapter_hub.bench.config import BenchConfig, config_changes
+from adapter_hub.bench.driver import run_bench
+from adapter_hub.continual import ContinualConfig
+from adapter_hub.continual.runner import run_sequence
+from adapter_hub.continual.step_cache import same_factors
+from adapter_hub.data import load_task
+from adapter_hub.training import TrainConfig
+from registry import Registry
+
+CONFIG = ContinualConfig(LoraConfig(r=4), TrainConfig(lr=3e-3, steps=5, batch_size=8, max_length=64, progress=False))
+
+
+@pytest.fixture
+def tasks():
+    return [load_task("builtin:topic", max_train=32, max_test=8), load_task("builtin:sentiment", max_train=32, max_test=8)]
+
+
+def test_first_steps_are_trained_once_and_bit_identical(tiny_model, tokenizer, tasks, tmp_path):
+    model = tiny_model("tiny-llama")
+    reg = Registry.open(tmp_path / "r")
+    reused = {}
+    for strategy in ("seq", "replay", "mtl", "per_task", "nlora"):
+        shared = run_sequence(strategy, model, tokenizer, tasks, CONFIG, registry=reg, run=f"run/{strategy}")
+        alone = run_sequence(strategy, model, tokenizer, tasks, CONFIG)  # no registry: nothing to reuse
+        assert all(same_factors(a.state, b.state) for a, b in zip(shared.steps, alone.steps)), strategy
+        reused[strategy] = [bool(s.train.reused) for s in shared.steps]
+    # seq trains the first step; replay (empty memory), mtl (one task) and per_task (one adapter) are
+    # that same computation; nlora's sparsity penalty makes its first step different.
+    assert reused == {"seq": [False, False], "replay": [True, False], "mtl": [True, False],
+                      "per_task": [True, False], "nlora": [False, False]}
+    first = reg.search(task="topic", tag={"run": "run/replay", "step": "1", "role": "state"})[0]
+    assert first.metadata["loss"]["reused_from"] == "topic:1" and first.metadata["loss"]["steps"] == 5
+
+
+def test_a_changed_input_is_never_reused(tiny_model, tokenizer, tasks, tmp_path):
+    model = tiny_model("tiny-llama")
+    reg = Registry.open(tmp_path / "r")
+    run_sequence("seq", model, tokenizer, tasks[:1], CONFIG, registry=reg, run="a")
+    other_seed = ContinualConfig(CONFIG.lora, dataclasses.replace(CONFIG.train, seed=1))
+    other_lr = ContinualConfig(CONFIG.lora, TrainConfig(lr=1e-3, steps=5, batch_size=8, max_length=64, seed=0))
+    fewer = [load_task("builtin:topic", max_train=16, max_test=8)]
+    for config, data in ((other_seed, tasks[:1]), (other_lr, tasks[:1]), (CONFIG, fewer)):
+        result = run_sequence("seq", model, tokenizer, data, config, registry=reg, run=f"b{len(reg.versions('topic'))}")
+        assert not result.steps[0].train.reused
+    again = run_sequence("seq", model, tokenizer, tasks[:1], CONFIG, registry=reg, run="c")
+    assert again.steps[0].train.reused  # the same inputs once more: reused
+
+
+RUN = """
+name = "shared"
+base_model = "tiny-llama"
+tasks = ["builtin:topic", "builtin:sentiment"]
+max_train = 64
+max_test = 24
+share_work = {share}
+[lora]
+r = 4
+[train]
+steps = 10
+lr = 3e-3
+batch_size = 16
+max_length = 96
+[[strategies]]
+name = "seq"
+[[strategies]]
+name = "replay"
+[[strategies]]
+name = "per_task"
+"""
+
+
+def test_a_bench_run_shares_work_and_stores_the_same_numbers(tmp_path, monkeypatch):
+    import adapter_hub.bench.cell as cell_runner  # where the benchmark's scoring calls evaluate_states
+
+    rows = []
+    real = cell_runner.evaluate_states
+
+    def counting(model, tokenizer, tasks, states, config=None):
+        rows.append(len(tasks) * len(states))
+        return real(model, tokenizer, tasks, states, config)
+
+    monkeypatch.setattr(cell_runner, "evaluate_states", counting)
+    runs = {}
+    for share in ("true", "false"):
+        rows.clear()
+        config = BenchConfig.from_dict(tomllib.loads(RUN.format(share=share)))
+        runs[share] = (run_bench(config, Registry.open(tmp_path / share), echo=lambda m: None).results, sum(rows))
+    (on, scored_on), (off, scored_off) = runs["true"], runs["false"]
+    for label in ("seq", "replay", "per_task"):
+        a, b = on["strategies"][label]["cells"][label], off["strategies"][label]["cells"][label]
+        assert a["matrix"] == b["matrix"] and a["correct"] == b["correct"], label
+    assert on["strategies"]["replay"]["cells"]["replay"]["shared_steps"] == 1
+    assert off["strategies"]["replay"]["cells"]["replay"]["shared_steps"] == 0
+    # replay's first state = seq's (2 tasks), per_task's first adapter = seq's first state and its
+    # unlearnt task is the base model's score (1 more): 5 fewer (state, task) scorings of 14
+    assert (scored_off, scored_on) == (14, 9)
+    # the switch never blocks resuming a run: it changes how fast, not what
+    assert config_changes({"share_work": True}, {"share_work": False}) == []
