@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import struct
 from collections.abc import Mapping
@@ -29,6 +30,9 @@ KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[A
 META_IDENTITY = "adapter_hub.base_model"
 META_PROVENANCE = "adapter_hub.provenance"
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+# What a file of a version may be called: one plain path component that the database (UTF-8 text) and
+# every filesystem store as it is. registry.store refuses other names read back from the database.
+FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}")
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
                 "F8_E4M3": 1, "F8_E5M2": 1}
@@ -246,12 +250,48 @@ def check_finite(path: Path, header: Header, keys: list[str] | None = None) -> N
                 raise NonFiniteError(f"{path}: {key} contains NaN or inf")
 
 
+# What `export` writes in its manifest and `import` reads back, each key's type (all optional).
+MANIFEST_KEYS = {"ref": str, "registry": str, "digest": str, "note": str, "base_model": str, "exported_at": str,
+                 "metadata": dict, "tags": dict}
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """An export manifest, checked: a JSON object whose known keys have their types; AdapterFormatError
+    naming the file (and the key) otherwise."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterFormatError(f"{path}: not a valid export manifest (not JSON: {exc})")
+    if not isinstance(manifest, dict):
+        raise AdapterFormatError(f"{path}: not a valid export manifest (a JSON {type(manifest).__name__}, expected "
+                                 f"an object); remove it to import the folder as a plain PEFT adapter")
+    for key, kind in MANIFEST_KEYS.items():
+        if manifest.get(key) is not None and not isinstance(manifest[key], kind):
+            raise AdapterFormatError(f"{path}: {key} must be a {'JSON object' if kind is dict else 'string'}, got "
+                                     f"{type(manifest[key]).__name__}")
+    return manifest
+
+
+def _check_entry_name(folder: Path, name: str) -> None:
+    """Refuse, before anything is stored, a file whose name cannot be stored as a version's file: not
+    valid UTF-8 (os.listdir gives such names with surrogate escapes) or not a plain name."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(name)
+        raise AdapterFormatError(f"{folder}: the file name {raw!r} is not valid UTF-8; rename or remove that file")
+    if not name.startswith(".") and (not FILE_NAME.fullmatch(name) or ".." in name):
+        raise AdapterFormatError(f"{folder}: the file name {name!r} cannot be stored (an adapter's files need plain "
+                                 f"names of letters, digits and ._+-); rename or remove that file")
+
+
 def inspect_folder(folder: str | Path, *, allow_bin: bool = False) -> FolderInfo:
     """Validate a PEFT LoRA folder and describe it; AdapterFormatError names the first problem."""
     folder = Path(folder)
     if not folder.is_dir():
         raise AdapterFormatError(f"{folder}: not a folder (an adapter is a folder with {CONFIG_FILE})")
     for entry in folder.iterdir():  # a link could point anywhere (README -> /etc/passwd): never followed
+        _check_entry_name(folder, entry.name)
         if entry.is_symlink():
             raise AdapterFormatError(f"{folder}: {entry.name} is a symbolic link; an adapter folder must hold "
                                      f"regular files only (copy the file in instead)")

@@ -24,7 +24,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from registry import housekeeping, queries, runs
-from registry.adapter_format import EXPORT_MANIFEST, inspect_folder
+from registry.adapter_format import EXPORT_MANIFEST, inspect_folder, read_manifest
 from registry.db import current_revision, session_scope, upgrade
 from registry.errors import RefError, RegistryError
 from registry.folders import fill_from_store, materialise, output_folder
@@ -244,12 +244,7 @@ class Registry:
                       on_duplicate: OnDuplicate = "error") -> VersionInfo:
         """Register an exported (or any PEFT) folder, keeping exported metadata/tags and an `imported` edge."""
         folder = Path(folder)
-        manifest: dict[str, Any] = {}
-        if (folder / EXPORT_MANIFEST).is_file():
-            try:
-                manifest = json.loads((folder / EXPORT_MANIFEST).read_text())
-            except json.JSONDecodeError as exc:
-                raise RegistryError(f"{folder / EXPORT_MANIFEST}: not valid JSON ({exc})")
+        manifest = read_manifest(folder / EXPORT_MANIFEST) if (folder / EXPORT_MANIFEST).is_file() else {}
         source = f"{manifest['ref']}@{manifest.get('registry', '?')}" if manifest.get("ref") else str(folder.resolve())
         return self.register(folder, task=task, metadata=manifest.get("metadata"), tags=manifest.get("tags"),
                              note=note if note is not None else manifest.get("note"), on_duplicate=on_duplicate,

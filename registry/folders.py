@@ -76,16 +76,31 @@ def build_folder(dest: Path, fill: Callable[[Path], None], *, keep: Callable[[Pa
         _remove(staging)
 
 
-def output_folder(dest: str | os.PathLike, fill: Callable[[Path], None], *, force: bool = False,
-                  option: str = "DEST") -> Path:
-    """Write a user's output folder (export, report, --out): refused when it holds anything unless
-    `force` (then replaced as a whole); built beside it and renamed in (see `build_folder`)."""
+def check_output_folder(dest: str | os.PathLike, *, force: bool = False, option: str = "DEST") -> Path:
+    """Refuse a user's output folder that could not be written: a file or a link, a folder holding
+    anything (unless `force`), or a place where no folder can be made. Cheap enough to run before
+    the work whose result goes there, and it writes nothing (its probe folder is removed)."""
     dest = Path(dest)
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise RegistryError(f"{option} {dest} exists and is not a folder; pick a new folder")
     if dest.is_dir() and any(e for e in dest.iterdir()) and not force:
         raise RegistryError(f"{option} {dest} exists and is not empty; pick a new folder, or pass --force to "
                             f"replace its content")
+    nearest = dest.absolute().parent
+    while not nearest.exists() and nearest != nearest.parent:  # build_folder makes the missing parents
+        nearest = nearest.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{dest.name}.{writer_prefix('probe')}", dir=nearest))
+    except OSError as exc:
+        raise RegistryError(f"{option} {dest}: cannot write a folder in {nearest} ({exc.strerror or exc})") from None
+    return dest
+
+
+def output_folder(dest: str | os.PathLike, fill: Callable[[Path], None], *, force: bool = False,
+                  option: str = "DEST") -> Path:
+    """Write a user's output folder (export, report, --out): refused when it holds anything unless
+    `force` (then replaced as a whole); built beside it and renamed in (see `build_folder`)."""
+    dest = check_output_folder(dest, force=force, option=option)
     return build_folder(dest, fill, what=str(dest))
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.adapter_format import FILE_NAME
 from registry.errors import IntegrityError, RegistryError
 
 CHUNK = 1 << 20  # hash and copy in 1 MiB chunks: bounded memory for any file size
@@ -395,12 +396,9 @@ def open_store(url: str) -> BlobStore:
     return BlobStore(url.removeprefix("file://"))
 
 
-_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}")
-
-
 def check_file_name(path: object, what: str = "") -> str:
     """A version's file name as stored in the database: one plain path component, never '..' or absolute."""
-    if not isinstance(path, str) or not _FILE_NAME.fullmatch(path) or ".." in path:
+    if not isinstance(path, str) or not FILE_NAME.fullmatch(path) or ".." in path:
         raise IntegrityError(f"{what or 'version'}: unsafe file path {str(path)[:80]!r} in the registry database "
                              f"(a version's files are plain names inside its folder); refusing to write it")
     return path

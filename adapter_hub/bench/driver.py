@@ -25,7 +25,7 @@ from adapter_hub.bench.config import BenchConfig, config_changes
 from adapter_hub.continual import STRATEGIES
 from adapter_hub.data import Task
 from adapter_hub.models.devices import dtype_name, resolve_device, resolve_dtype
-from adapter_hub.models.loading import load_base_model, load_tokenizer
+from adapter_hub.models.loading import check_model_name, load_base_model, load_tokenizer
 from registry.errors import RefError
 
 
@@ -67,6 +67,7 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
         ray_executor.require_ray()  # before anything is written
     name = name or config.name or f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     tasks = config.load_tasks()  # data errors before anything is written
+    check_model_name(config.base_model)  # so is a model name that names nothing
     task_of = dict(zip(config.tasks, tasks))
     try:
         existing = registry.runs.get(name)

@@ -12,7 +12,7 @@ from adapter_hub.bench.report import fmt
 from adapter_hub.cli.main import Context, cli, compute_options, pass_ctx
 from adapter_hub.cli.output import table
 from adapter_hub.data import load_tasks
-from registry.folders import output_folder
+from registry.folders import check_output_folder, output_folder
 from registry.refs import check_name
 
 # Kept in step with adapter_hub.ops.METHODS by a test; listed here so `--help` needs no torch import.
@@ -30,13 +30,14 @@ def _output_options(fn):
 
 
 def _require_destination(task: str | None, out: Path | None, force: bool = False, optional: bool = False) -> None:
-    """Checked before any adapter is loaded or computed (optional: the result may go nowhere)."""
+    """Both destinations checked before any adapter is loaded, computed or registered (optional: the
+    result may go nowhere), so a bad --out never leaves a registered version behind."""
     if task is None and out is None and not optional:
         raise click.UsageError("say where the result goes: --task NAME (register it) and/or --out DIR")
-    if out is not None and (out.is_symlink() or (out.exists() and not out.is_dir())):
-        raise click.UsageError(f"--out {out} exists and is not a folder")
-    if out is not None and out.is_dir() and any(out.iterdir()) and not force:
-        raise click.UsageError(f"--out {out} exists and is not empty (pass --force to replace its content)")
+    if task is not None:
+        check_name(task)
+    if out is not None:
+        check_output_folder(out, force=force, option="--out")
 
 
 def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str | None, force: bool = False
@@ -44,7 +45,6 @@ def _deliver(ctx: Context, result, task: str | None, out: Path | None, note: str
     """Register and/or write the result; its registry ref when registered."""
     ref = None
     if task is not None:
-        check_name(task)
         ref = ctx.registry(create=True).register(result, task=task, note=note).ref
         click.echo(ref)
     if out is not None:

@@ -136,10 +136,13 @@ class Replay(Strategy):
         if NAME not in list_adapters(self.model):
             self.new_adapter(NAME, step)
         examples, truncated = self.encode(task)
+        replayed: dict[str, int] = {}
         for past_task, ex in self.buffer.items:  # each replayed example in its own task's format
-            examples += self.encode(past_task, [ex])[0]
+            mixed_in = self.encode(past_task, [ex])[0]
+            examples += mixed_in
+            replayed[past_task.name] = replayed.get(past_task.name, 0) + len(mixed_in)
         result = self.train([NAME], [NAME], examples, step, truncated=truncated, description=f"replay {task.name}")
-        info = {"replayed": self.buffer.counts()}
+        info = {"replayed": replayed}  # what was mixed into this step's training, per earlier task
         self.buffer.update(task)
         info.update(memory=self.buffer.record(), memory_size=len(self.buffer.slots),
                     memory_fraction_of_seen=round(len(self.buffer.slots) / max(self.buffer.seen, 1), 6))

@@ -70,6 +70,16 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
+def check_model_name(name_or_path: str) -> None:
+    """Raise OSError naming `name_or_path` unless it is a model this machine can load: a built-in name,
+    an existing local path, or a hub id that is cached or whose Hub is reachable. Reads no weights, so
+    it can refuse a mistyped name before anything is written (a model that exists and fails while
+    loading is found out by loading it)."""
+    if name_or_path in TINY_CONFIGS or name_or_path == SMOLLM2:
+        return
+    hub_offline(name_or_path)
+
+
 HUB_HOST = ("huggingface.co", 443)
 HUB_PROBE_SECONDS = 3.0  # one quick connection attempt instead of the hub client's retries (~minutes offline)
 

@@ -12,12 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 import registry.registration
 from registry import Registry
+from registry.store import sha256_file
 from registry.testing import write_adapter
 
 LOOP_SECONDS = 30.0
+FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -72,6 +75,12 @@ def test_sweep_beside_a_registration_reusing_orphan_blobs(location, tmp_path, mo
     folder = _orphaned_content(reg, tmp_path)
     thread, go, result = _paused_registration(reg, folder, "new", monkeypatch)
     other = _open(*location)  # the sweeper is another client of the same registry
+    # what protects the paused registration is its pin rows, committed before its blobs reached the store:
+    # both of the folder's blobs (orphans of old:1, which gc would otherwise free) are pinned right now
+    with other.engine.connect() as conn:
+        pinned = {row[0] for row in conn.execute(text("SELECT blob FROM blob_pin"))}
+    assert pinned == {sha256_file(folder / name)[0] for name in ("adapter_config.json", "adapter_model.safetensors")}
+    assert all(other.store.exists(b) for b in pinned)
     if sweeper == "gc":
         other.gc(grace=0)
     else:
@@ -163,8 +172,12 @@ def test_gc_and_repair_loops_beside_registering_processes(location, tmp_path):
     assert report.missing == [] and report.corrupt == [] and report.dangling_aliases == [], report
     live = committed - deleted
     assert {v.ref for role in roles[2:] for v in reg.versions(role)} == live
-    for ref in sorted(live):  # every committed live version loads, each file verified against its sha256
-        assert (reg.path(ref) / "adapter_model.safetensors").is_file()
+    originals = {}  # every pool folder a writer drew from, by the sha256 of its bytes
+    for source in (tmp_path / "scratch").iterdir():
+        originals[tuple(sha256_file(source / n)[0] for n in FILES)] = source
+    for ref in sorted(live):  # every committed live version loads, its bytes those of a folder written
+        folder = reg.path(ref)
+        assert tuple(sha256_file(folder / n)[0] for n in FILES) in originals, ref
 
 
 GC_WORKER = """
@@ -211,6 +224,10 @@ for _ in range(4):
     for ref in refs:
         folder = reg.path(ref)
         assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+        task, n = ref.split(":")
+        source = Path(sys.argv[4]) / f"a{int(n) - 1}"
+        for name in ("adapter_config.json", "adapter_model.safetensors"):  # the bytes that were registered
+            assert (folder / name).read_bytes() == (source / name).read_bytes(), (ref, name)
 print("ok")
 """
 
@@ -219,7 +236,7 @@ def test_six_processes_materialise_the_same_versions(tmp_path):
     reg = Registry.open(tmp_path / "registry")
     refs = [reg.register(write_adapter(tmp_path / f"a{i}", seed=i, r=8, dim=512), task="t").ref for i in range(10)]
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", MATERIALISER, reg.location, str(go), ",".join(refs)],
+    procs = [subprocess.Popen([sys.executable, "-c", MATERIALISER, reg.location, str(go), ",".join(refs), str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
     time.sleep(1.0)
     go.touch()

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from adapter_hub.cli import cli
 from registry import Registry
-from registry.errors import AdapterFormatError, IntegrityError, RegistryError
+from registry.errors import AdapterFormatError, IntegrityError, RefError, RegistryError
 from registry.testing import write_adapter
 
 
@@ -29,10 +29,13 @@ def run(reg_location, *args):
 
 
 def one_line_error(result, *needles):
+    """A failed command: non-zero exit, no traceback anywhere, and stderr exactly one line, `error: ...`,
+    holding every needle."""
     assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
@@ -334,5 +337,55 @@ def test_a_read_only_registry_fails_writes_with_one_line(reg, adapter_dir, snaps
     finally:
         subprocess.run(["chattr", "-i", *map(str, frozen)], check=True)
     assert [v.ref for v in Registry.open(reg.location).versions("a")] == ["a:1"]
-    with pytest.raises(Exception):
+    with pytest.raises(RefError, match="no task named 'b'"):  # the refused register left no task behind
         Registry.open(reg.location).get("b:1")
+
+
+# ---- the last four inputs an outside check found handled wrongly -----------------------------------
+
+
+def test_an_unknown_base_model_is_refused_before_the_run_row(reg, tmp_path, snapshot, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here: the name is neither built in, local nor cached
+    config = tmp_path / "c.toml"
+    config.write_text('tasks = ["builtin:topic"]\nbase_model = "no-such-model-xyz"\n[[strategies]]\nname = "seq"\n')
+    before = snapshot(reg)
+    one_line_error(run(reg.location, "bench", "run", str(config)), "base model 'no-such-model-xyz'")
+    assert snapshot(reg) == before and reg.runs.list() == []
+
+
+def test_an_unwritable_out_is_refused_before_anything_is_registered(reg, adapter_dir, tmp_path, snapshot):
+    reg.register(adapter_dir(0), task="t")
+    before = snapshot(reg)
+    for args in (["scale", "t:1", "2", "--task", "s"], ["merge", "t:1", "t:1", "--task", "s"],
+                 ["reduce-rank", "t:1", "--rank", "1", "--task", "s"], ["compose", "2*t:1", "--task", "s"]):
+        one_line_error(run(reg.location, *args, "--out", "/proc/no-such"), "--out /proc/no-such", "cannot write")
+        assert snapshot(reg) == before, args
+    assert [v.task for v in reg.search()] == ["t"]
+
+
+@pytest.mark.parametrize("manifest, named", [("[1, 2]", "a JSON list, expected an object"),
+                                              ('{"metadata": [1]}', "metadata must be a JSON object"),
+                                              ('{"ref": 3}', "ref must be a string"),
+                                              ("{oops", "not JSON")])
+def test_import_of_a_malformed_manifest_names_the_manifest(reg, adapter_dir, snapshot, manifest, named):
+    folder = adapter_dir(0)
+    (folder / "adapter_hub_export.json").write_text(manifest)
+    before = snapshot(reg)
+    with pytest.raises(AdapterFormatError, match=re.escape(named)):
+        reg.import_folder(folder, task="t")
+    one_line_error(run(reg.location, "import", str(folder), "--task", "t"), "adapter_hub_export.json", named)
+    assert snapshot(reg) == before
+
+
+@pytest.mark.parametrize("name, named", [(b"notes-\xff.txt", "is not valid UTF-8"),
+                                          (b"my notes.txt", "cannot be stored")])
+def test_a_file_name_that_cannot_be_stored_is_refused_before_any_blob(reg, adapter_dir, snapshot, name, named):
+    folder = adapter_dir(0)
+    with open(os.path.join(os.fsencode(folder), name), "wb") as fh:
+        fh.write(b"hello")
+    before = snapshot(reg)
+    with pytest.raises(AdapterFormatError, match=named):
+        reg.register(folder, task="t")
+    line = one_line_error(run(reg.location, "register", str(folder), "--task", "t"), named)
+    assert repr(name)[2:-1].split(" ")[0] in line  # the file is named (its bytes where they are not UTF-8)
+    assert snapshot(reg) == before  # no version, and no blob stored on the way (nothing for gc to find)

@@ -334,12 +334,14 @@ def test_bad_seeds_and_orders_are_refused():
         BenchConfig.from_dict({**base, "seeds": "1"})
 
 
-def test_a_run_whose_model_fails_to_load_is_marked_failed(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_a_run_whose_model_fails_to_load_is_marked_failed(tmp_path):
+    """A model that exists (a local folder) but fails while loading: the run row exists, marked failed."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama", "hidden_size": "not a number"}')
     reg = Registry.open(tmp_path / "r")
-    raw = {"name": "broken", "tasks": ["builtin:topic"], "base_model": "no-such-org/no-such-model",
-           "strategies": [{"name": "seq"}]}
-    with pytest.raises(Exception, match="no-such-org/no-such-model"):
+    raw = {"name": "broken", "tasks": ["builtin:topic"], "base_model": str(folder), "strategies": [{"name": "seq"}]}
+    with pytest.raises(Exception, match="hidden_size"):  # transformers' own config error, whatever its type
         run_bench(BenchConfig.from_dict(raw), reg, echo=lambda m: None)
     assert reg.runs.get("broken").status == "failed"  # not "running" forever
 

@@ -5,12 +5,14 @@ specified against hand computations, and an interrupted sequence resumes to the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
-from adapter_hub import LoraConfig, attach
+from adapter_hub import LoraAdapter, LoraConfig, attach
 from adapter_hub.continual import STRATEGIES, ContinualConfig, make_strategy
 from adapter_hub.continual.ewc import ewc_penalty, fisher_diagonal
 from adapter_hub.continual.replay import ReplayBuffer
@@ -88,11 +90,18 @@ def test_seq_forgets_the_conflicting_task_but_per_task_does_not(tiny_model, toke
 def test_olora_keeps_new_subspaces_orthogonal(tiny_model, tokenizer, conflict):
     model = tiny_model()
     inc = run_sequence("inc", model, tokenizer, conflict, config())
-    olora = run_sequence("olora", model, tokenizer, conflict, config())
-    plain, orthogonal = inc.steps[1].info["orthogonality"], olora.steps[1].info["orthogonality"]
+    strategy = make_strategy("olora", tiny_model(), tokenizer, config())  # run_sequence's steps, components kept
+    olora = [strategy.learn(conflict[0], 1, []), strategy.learn(conflict[1], 2, [conflict[0]])]
+    plain, orthogonal = inc.steps[1].info["orthogonality"], olora[1].info["orthogonality"]
     assert orthogonal < 0.1 * plain and orthogonal < 0.005  # measured: 0.0009 vs 0.064
-    state = olora.steps[1].state  # the state is the exact sum of both components
-    assert set(state.ranks.values()) == {16}
+    # the state is the exact sum of both components: ΔW of the state = ΔW_1 + ΔW_2 in every module
+    state = olora[1].state
+    parts = [LoraAdapter.from_model(strategy.model, name) for name in ("inc1", "inc2")]
+    assert set(state.ranks.values()) == {16} and set(state.modules) == set(parts[0].modules)
+    for m in state.modules:
+        total = parts[0].delta_weight(m, torch.float64) + parts[1].delta_weight(m, torch.float64)
+        torch.testing.assert_close(state.delta_weight(m, torch.float64), total, rtol=1e-6, atol=1e-9)
+        assert float(parts[1].delta_weight(m).abs().max()) > 0  # both components really contribute
 
 
 def test_olora_loss_matches_a_hand_computation(tiny_model, tokenizer):
@@ -144,6 +153,33 @@ def test_nlora_makes_the_update_sparser_than_inc(tiny_model, tokenizer, conflict
     assert sparse.steps[0].info["sparsity"] == pytest.approx(plain_sparsity(sparse.steps[0].state))
 
 
+def test_nlora_collision_by_hand(tiny_model):
+    """Rank-1 updates with known supports in every adapted layer: the earlier one changes rows {0,1,2}
+    of input column 0, the new one rows {1,2,3,4}: 2 of the new update's 4 changed entries collide."""
+    from adapter_hub.continual.nlora import collision
+
+    model = tiny_model()
+    for name in ("old", "new"):
+        attach(model, LoraConfig(r=1, alpha=1), name=name, activate="add")
+    with torch.no_grad():
+        for _, layer in lora_layers(model):
+            for name, rows in (("old", [0, 1, 2]), ("new", [1, 2, 3, 4])):
+                layer.lora_A[name].zero_()[0, 0] = 1.0
+                layer.lora_B[name].zero_()[rows, 0] = 1.0
+    assert collision(model, ["old"], "new") == pytest.approx(0.5)
+    assert collision(model, [], "new") == 0.0
+    assert collision(model, ["new"], "old") == pytest.approx(2 / 3)
+
+
+def test_inflora_reports_the_stored_subspace_sizes(tiny_model, tokenizer, conflict):
+    strategy = make_strategy("inflora", tiny_model(), tokenizer, config(steps=5))
+    for k, task in enumerate(conflict, start=1):
+        dims = strategy.learn(task, k, conflict[:k - 1]).info["subspace_dims"]
+        sizes = [int(b.shape[1]) for b in strategy.basis.values()]
+        assert dims == {"mean": sum(sizes) / len(sizes), "min": min(sizes), "max": max(sizes)}
+        assert all(0 < b.shape[1] < b.shape[0] for b in strategy.basis.values())  # a subspace, not all of R^in
+
+
 def plain_sparsity(adapter) -> float:
     """Share of ΔW entries below 1% of the module's largest |entry|, straight from the adapter's factors."""
     small = total = 0
@@ -157,7 +193,7 @@ def plain_sparsity(adapter) -> float:
 def test_inflora_leaves_the_stored_subspace_of_earlier_tasks_untouched(tiny_model, tokenizer, conflict):
     """After task 2, the change task 2 made (state 2 − state 1) maps every direction of task 1's stored
     input subspace to zero; A of the new component is exactly what was fixed before training."""
-    from adapter_hub.continual.inflora import grow_basis, input_covariances
+    from adapter_hub.continual.inflora import input_covariances
 
     model = tiny_model()
     strategy = make_strategy("inflora", model, tokenizer, config(steps=60))
@@ -170,18 +206,34 @@ def test_inflora_leaves_the_stored_subspace_of_earlier_tasks_untouched(tiny_mode
         moved = change.double() @ M.double()  # the change's effect on each stored direction
         assert moved.abs().max() < 1e-6 * max(1.0, float(change.abs().max())), m
         assert float(change.abs().max()) > 1e-4  # task 2 did learn something in this layer
-    # the stored basis after task 1 is GPM's on task 1's inputs, recomputed independently
+    # the stored basis after task 1 against an independent reference: each sampled example run alone
+    # (no padding, no masks), the layer's inputs caught by a hook on the wrapped nn.Linear itself,
+    # Σ x xᵀ and its eigendecomposition in float64 (numpy), GPM's energy rule applied by hand
     examples = strategy._subspace_sample(strategy.encode(conflict[0])[0], 1)  # the seeded sample it used
     assert len(examples) == 64
     m0 = next(iter(basis_1))
     fresh = make_strategy("inflora", tiny_model(), tokenizer, config(steps=60))
-    fresh.learn(conflict[0], 1, [])
-    cov = input_covariances(fresh.model, examples, tokenizer.pad_token_id, [m0])[m0]
-    torch.testing.assert_close(grow_basis(cov, None, 0.95), basis_1[m0])
-    # and the energy rule by hand: the smallest k whose top eigenvalues hold 95% of the trace
-    values = torch.linalg.eigvalsh(cov).flip(0)
-    k = int((torch.cumsum(values, 0) / values.sum() < 0.95).sum()) + 1
+    fresh.learn(conflict[0], 1, [])  # the model as it stood when task 1's subspace was measured
+    linear = dict(lora_layers(fresh.model))[m0].base_layer
+    seen: list[np.ndarray] = []
+    hook = linear.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().double().reshape(-1, args[0].shape[-1]).numpy()))
+    try:
+        with torch.no_grad():
+            for ex in examples:
+                fresh.model(input_ids=torch.tensor([ex.prompt + ex.target]))
+    finally:
+        hook.remove()
+    tokens = np.concatenate(seen)  # (every token of every example, in)
+    assert tokens.shape[0] == sum(len(ex.prompt) + len(ex.target) for ex in examples)
+    reference = tokens.T @ tokens
+    ours = input_covariances(fresh.model, examples, tokenizer.pad_token_id, [m0])[m0].cpu().numpy()
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())
+    values, vectors = np.linalg.eigh(reference)
+    values, vectors = values[::-1], vectors[:, ::-1]
+    k = int(np.searchsorted(np.cumsum(values) / values.sum(), 0.95) + 1)  # fewest directions holding 95%
     assert basis_1[m0].shape[1] == k
+    M = basis_1[m0].double().numpy()
+    np.testing.assert_allclose(M @ M.T, vectors[:, :k] @ vectors[:, :k].T, atol=1e-4)  # the same subspace
 
 
 def test_inflora_trains_b_only(tiny_model, tokenizer, conflict):
@@ -231,6 +283,20 @@ def test_ewc_penalty_by_hand():
     assert float(ewc_penalty(params, [(fisher, star), (fisher, zeros)], lam=2.0)) == pytest.approx(23.0 + 42.0)
 
 
+def _fisher_by_hand(model, params, examples) -> list[torch.Tensor]:
+    """The answer loss written out (mean NLL of the answer tokens given everything before, from the full
+    logits in float64), its per-example gradients squared and averaged."""
+    hand = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    for ex in examples:
+        ids = torch.tensor([ex.prompt + ex.target])
+        logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+        positions = range(len(ex.prompt) - 1, len(ex.prompt) + len(ex.target) - 1)
+        nll = -sum(logp[t, ids[0, t + 1]] for t in positions) / len(ex.target)
+        for h, g in zip(hand, torch.autograd.grad(nll, params)):
+            h += g.detach().double() ** 2 / len(examples)
+    return hand
+
+
 def test_fisher_is_the_mean_of_squared_per_example_gradients(tiny_model, tokenizer):
     model = attach(tiny_model(), LoraConfig(r=2), name="a", seed=0)
     with torch.no_grad():
@@ -240,43 +306,44 @@ def test_fisher_is_the_mean_of_squared_per_example_gradients(tiny_model, tokeniz
     examples, _ = encode_examples(tokenizer, task, task.train[:3], 256)
     params = lora_parameters(model, ["a"])
     ours = fisher_diagonal(model, params, examples, tokenizer.pad_token_id)
-    hand = [torch.zeros_like(p) for p in params]
-    for ex in examples:  # the answer loss written out: mean NLL of the answer tokens given everything before
-        ids = torch.tensor([ex.prompt + ex.target])
-        logp = torch.log_softmax(model(ids).logits[0].double(), -1)
-        positions = range(len(ex.prompt) - 1, len(ex.prompt) + len(ex.target) - 1)
-        nll = -sum(logp[t, ids[0, t + 1]] for t in positions) / len(ex.target)
-        for h, g in zip(hand, torch.autograd.grad(nll, params)):
-            h += g.detach() ** 2 / len(examples)
+    hand = _fisher_by_hand(model, params, examples)
     for a, b in zip(ours, hand):
         torch.testing.assert_close(a, b.to(a.dtype), rtol=1e-4, atol=1e-10)
     assert any(float(f.sum()) > 0 for f in ours)
 
 
 def test_ewc_anchors_are_the_learnt_adapter_and_its_fisher(tiny_model, tokenizer, conflict):
-    """After task 1 the strategy keeps θ* = the adapter it just learnt (the registered state, not zero)
-    and F = the Fisher computed after training; during task 2 the penalty is (λ/2)·Σ F·(θ − θ*)²
-    against exactly those, and it pulls the adapter back toward θ*."""
+    """After task 1, θ* is the adapter just learnt (the registered state's factors, bit for bit) and F its
+    Fisher; the extra term task 2's training ran is (λ/2)·Σ F·(θ − θ*)² against exactly those: the very
+    callable training used, evaluated at the final parameters, equals that formula with θ* taken from
+    the registered state and F computed by hand (full logits, float64). And it pulls the adapter back."""
     from adapter_hub.continual.ewc import NAME
 
     tasks = [dataclasses.replace(t, train=t.train[:16]) for t in conflict]
     strategy = make_strategy("ewc", tiny_model(), tokenizer, config(steps=30), lam=1e4, fisher_samples=64)
+    used: dict = {}
+    real_train = strategy.train
+
+    def spy(*args, extra_loss=None, **kwargs):
+        used["extra_loss"] = extra_loss
+        return real_train(*args, extra_loss=extra_loss, **kwargs)
+
+    strategy.train = spy
     first = strategy.learn(tasks[0], 1, [])
-    (fisher, star), = strategy.anchors
+    assert used["extra_loss"] is None  # nothing to protect on the first task
+    layers = list(lora_layers(strategy.model))  # lora_parameters' order: per layer, A then B
+    star = [t for name, _ in layers for t in (first.state.modules[name].A, first.state.modules[name].B)]
     params = lora_parameters(strategy.model, [NAME])
-    learnt = [t for m in sorted(first.state.modules) for t in (first.state.modules[m].A, first.state.modules[m].B)]
-    assert sorted(float(t.abs().sum()) for t in star) == pytest.approx(sorted(float(t.abs().sum()) for t in learnt))
     assert all(torch.equal(s, p.detach()) for s, p in zip(star, params)) and any(float(s.abs().sum()) > 0 for s in star)
+    assert all(torch.equal(s, a) for s, a in zip(star, strategy.anchors[0][1]))
     examples, _ = encode_examples(tokenizer, tasks[0], tasks[0].train, 256)  # 16 < fisher_samples: all of them
-    expected_fisher = fisher_diagonal(strategy.model, params, examples, tokenizer.pad_token_id)
-    for f, e in zip(fisher, expected_fisher):
-        torch.testing.assert_close(f, e, rtol=1e-5, atol=1e-12)
+    fisher = _fisher_by_hand(strategy.model, params, examples)
     second = strategy.learn(tasks[1], 2, [tasks[0]])
-    assert first.train.extra_losses == [] and second.train.extra_losses[0] == 0.0  # θ = θ* when task 2 starts
-    moved = [p.detach() for p in lora_parameters(strategy.model, [NAME])]
-    by_hand = 0.5 * 1e4 * sum(float((f * (m - s) ** 2).sum()) for f, m, s in zip(fisher, moved, star))
-    assert float(ewc_penalty(moved, strategy.anchors, 1e4)) == pytest.approx(by_hand, rel=1e-6)
-    assert by_hand > 0 and second.train.extra_losses[-1] > 0
+    assert second.train.extra_losses[0] == 0.0  # θ = θ* when task 2 starts
+    moved = [p.detach().double() for p in lora_parameters(strategy.model, [NAME])]
+    by_hand = 0.5 * 1e4 * sum(float((f * (m - s.double()) ** 2).sum()) for f, m, s in zip(fisher, moved, star))
+    assert by_hand > 0
+    assert float(used["extra_loss"]().detach()) == pytest.approx(by_hand, rel=1e-4)
     drift = lambda lam: sum(float((m - s).abs().sum()) for m, s in zip(  # noqa: E731
         _ewc_after_two(tiny_model, tokenizer, tasks, lam), star))
     assert drift(1e6) < drift(0.0)  # a strong pull toward θ* keeps the adapter nearer to it
@@ -324,13 +391,47 @@ def test_reservoir_replay_is_uniform_over_the_stream():
             inclusion[ex.text] = inclusion.get(ex.text, 0) + 1
     for name in shares:  # every example has probability 30/300 of being kept: 1/3 of memory per task
         assert shares[name] / (30 * seeds) == pytest.approx(1 / 3, abs=0.03)
-    first, last = inclusion.get("t0-0", 0) / seeds, inclusion.get("t2-99", 0) / seeds
-    assert first == pytest.approx(0.1, abs=0.06) and last == pytest.approx(0.1, abs=0.06)
+    # and each of the 300 examples on its own: a chi-square test of the 300 inclusion counts against the
+    # uniform 30 each, at p = 0.001 (the 99.9% quantile of chi-square with 299 degrees of freedom by
+    # Wilson-Hilferty: 380). One example kept three times too often adds (90 − 30)²/30 = 120 to it.
+    expected = 30 * seeds / 300
+    chi2 = sum((inclusion.get(f"t{t}-{j}", 0) - expected) ** 2 / expected for t in range(3) for j in range(100))
+    df = 299
+    bound = df * (1 - 2 / (9 * df) + 3.09 * math.sqrt(2 / (9 * df))) ** 3
+    assert chi2 < bound, (chi2, bound)
+
+
+def _spy_on_training(strategy) -> list[list]:
+    """What each training call of `strategy` really received (its encoded examples), call by call."""
+    calls: list[list] = []
+    real = strategy.train
+
+    def spy(names_trained, names_active, examples, step, **kwargs):
+        calls.append(list(examples))
+        return real(names_trained, names_active, examples, step, **kwargs)
+
+    strategy.train = spy
+    return calls
+
+
+def _encoded(tokenizer, task, examples, max_length=256) -> list[tuple]:
+    from adapter_hub.data.prompts import encode_example
+
+    return [(tuple(e.prompt), tuple(e.target)) for e in (encode_example(tokenizer, task, ex, max_length) for ex in examples)]
 
 
 def test_replay_mixes_memory_into_training(tiny_model, tokenizer, conflict):
-    result = run_sequence("replay", tiny_model(), tokenizer, conflict, config(steps=40), params={"memory": 64})
-    assert result.steps[0].info["replayed"] == {} and result.steps[1].info["replayed"] == {"sentiment": 64}
+    """Step 2 trains on task 2's examples plus exactly the 64 examples memory held after step 1, each in
+    its own task's prompt format; info["replayed"] counts what reached training."""
+    strategy = make_strategy("replay", tiny_model(), tokenizer, config(steps=4), memory=64)
+    calls = _spy_on_training(strategy)
+    first = strategy.learn(conflict[0], 1, [])
+    memory = [(t, ex) for t, ex in strategy.buffer.items]
+    second = strategy.learn(conflict[1], 2, [conflict[0]])
+    trained = sorted((tuple(e.prompt), tuple(e.target)) for e in calls[1])
+    expected = _encoded(tokenizer, conflict[1], conflict[1].train) + [p for t, ex in memory for p in _encoded(tokenizer, t, [ex])]
+    assert len(memory) == 64 and trained == sorted(expected)
+    assert first.info["replayed"] == {} and second.info["replayed"] == {"sentiment": 64}
 
 
 @pytest.mark.parametrize("sampling", ["balanced", "reservoir"])
@@ -370,8 +471,10 @@ def test_no_past_example_reaches_training_unless_it_was_in_memory(tiny_model, to
     the memory holds at that moment. A replay that re-drew from a past task's full set would fail."""
     tasks = [dataclasses.replace(load_task(f"builtin:{n}", max_train=100), name=n) for n in ("topic", "sentiment", "animal")]
     strategy = make_strategy("replay", tiny_model(), tokenizer, config(steps=3), sampling=sampling)
+    calls = _spy_on_training(strategy)
     for k, task in enumerate(tasks, start=1):
         in_memory = {(t.name, i) for t, i in strategy.buffer.slots}
+        memory = [(t, list.__getitem__(t.train, i)) for t, i in strategy.buffer.slots]  # read before sealing
         reads = {t.name: [] for t in tasks[:k - 1]}
         for past in tasks[:k - 1]:
             past.train = GuardedList(list.__iter__(past.train), reads[past.name])
@@ -381,6 +484,10 @@ def test_no_past_example_reaches_training_unless_it_was_in_memory(tiny_model, to
         seen = 100 * k
         assert result.info["memory_size"] == round(0.02 * seen) == len(strategy.buffer.slots)  # 2% of data seen
         assert result.info["memory_fraction_of_seen"] == pytest.approx(0.02, abs=0.005)
+        # what reached training: this task's examples and the memory's, nothing else
+        trained = sorted((tuple(e.prompt), tuple(e.target)) for e in calls[-1])
+        expected = _encoded(tokenizer, task, task.train) + [p for t, ex in memory for p in _encoded(tokenizer, t, [ex])]
+        assert trained == sorted(expected), k
         assert sum(result.info["replayed"].values()) == len(in_memory)
 
 
@@ -411,7 +518,7 @@ def test_generative_replay_reads_no_earlier_example_and_labels_what_it_generates
     assert texts == sample_inputs(model, tokenizer, fmt, 6, seed=1, max_new_tokens=12, temperature=1.0, top_p=0.9)
     assert all("\n" not in t for t in texts) and len(set(texts)) > 1
     kept = label_inputs(model, tokenizer, fmt, texts, max_length=96)
-    assert kept  # the trained model answers most pseudo-inputs with a label
+    assert len(kept) > len(texts) / 2  # the trained model answers most pseudo-inputs with a label
     from adapter_hub.data.prompts import encode_prompt
 
     for ex in kept:

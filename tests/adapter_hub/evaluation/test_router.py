@@ -73,7 +73,10 @@ def test_per_task_with_the_prototype_router_on_builtin_tasks(tmp_path, tiny_mode
     acc = sum(cell["matrix"][-1]) / 3
     assert router["acc_over_oracle"] == pytest.approx(acc / router["oracle_acc"])
     assert router["acc_over_oracle"] >= 0.85
-    assert acc > max(run.results["base"]) - 0.2  # the routed system really uses the adapters
+    # the routed system really applies the adapters: on every task it beats the bare base model by far
+    # (a router that applied no adapter would score exactly the base model)
+    for j, task in enumerate(run.results["tasks"]):
+        assert cell["matrix"][-1][j] >= run.results["base"][j] + 0.3, (task, cell["matrix"][-1], run.results["base"])
     # recompute: prototypes from the registered states' info, test features from the base model
     model = tiny_model()
     infos = [reg.get(ref) for ref in cell["states"]]

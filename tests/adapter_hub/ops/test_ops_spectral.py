@@ -62,8 +62,9 @@ def ref_iso_cts(ds, alpha, fraction):
     return alpha * torch.cat([*ss, Sc]).mean() * U_all @ V_all.T
 
 
-def ref_tsv(ds, alpha):
-    triplets = [nonzero_svd(D) for D in ds]
+def ref_tsv(ds, alpha, per_task=None):
+    """TSV-Merge; `per_task` keeps only each task's top singular triplets (the cap when they would not fit)."""
+    triplets = [tuple(x[..., :per_task] if i == 0 else x[:per_task] for i, x in enumerate(nonzero_svd(D))) for D in ds]
     U = polar(torch.cat([u for u, _, _ in triplets], 1))
     V = polar(torch.cat([vh for _, _, vh in triplets], 0).T)
     return alpha * U @ torch.diag(torch.cat([s for _, s, _ in triplets])) @ V.T
@@ -148,8 +149,13 @@ def test_tsv_caps_each_task_so_the_tasks_fit_the_layer():
     task keeps ⌊20/5⌋ = 4 (and `keep` cuts further)."""
     many = [adapter(10 + i, 6) for i in range(5)]
     merged = ops.merge(many, "tsv")
+    kept = ops.merge(many, "tsv", options={"keep": 0.5})
     assert all(f.A.shape[0] == 20 for f in merged.modules.values())
-    assert all(f.A.shape[0] == 15 for f in ops.merge(many, "tsv", options={"keep": 0.5}).modules.values())
+    assert all(f.A.shape[0] == 15 for f in kept.modules.values())
+    for m, (out_f, in_f) in SHAPES.items():  # the values too: each task's own top directions, the dense way
+        per = min(out_f, in_f) // len(many)
+        assert rel(merged.delta_weight(m, torch.float64), ref_tsv(deltas(many, m), 1.0, per_task=per)) < 1e-6
+        assert rel(kept.delta_weight(m, torch.float64), ref_tsv(deltas(many, m), 1.0, per_task=min(per, 3))) < 1e-6
 
 
 @pytest.mark.parametrize("method, kwargs, message", [

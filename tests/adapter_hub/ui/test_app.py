@@ -53,6 +53,47 @@ def test_every_endpoint_answers_what_the_cli_prints_with_json(client, ui_registr
     assert response.json()  # each of these has content in the fixture registry
 
 
+def test_the_api_answers_what_the_fixture_registry_holds(client, hostile):
+    """Expectations written by hand from how tests/adapter_hub/ui/conftest.py fills the registry, not
+    from registry/views.py (which the API and the CLI's --json share, so comparing those two alone
+    could not catch a wrong view)."""
+    tasks = {row["task"]: row for row in client.get("/api/tasks").json()}
+    assert set(tasks) >= {"topic", "sentiment", "merged"}
+    assert (tasks["merged"]["versions"], tasks["merged"]["latest"], tasks["merged"]["aliases"]) == (2, "merged:2", ["best->1"])
+    assert set(tasks["merged"]) == {"task", "versions", "latest", "updated_at", "aliases"}
+
+    merged = client.get("/api/versions/merged@best").json()
+    assert (merged["ref"], merged["task"], merged["number"], merged["deleted_at"]) == ("merged:1", "merged", 1, None)
+    assert merged["tags"] == {"note": hostile} and merged["aliases"] == ["best"]
+    assert merged["base_model"] == "tiny-llama" and merged["rank"] == 8  # TIES of two rank-4 parts: rank 4 + 4
+    assert merged["digest"].startswith("sha256:") and len(merged["digest"]) == 71
+    assert sorted(f["path"] for f in merged["files"]) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in merged["files"])
+    assert sorted((e["parent"], e["child"], e["kind"], e["depth"]) for e in merged["parents"]) == [
+        ("sentiment:1", "merged:1", "merged_from", 1), ("topic:1", "merged:1", "merged_from", 1)]
+    assert {(e["params"]["method"], e["params"]["density"]) for e in merged["parents"]} == {("ties", 0.5)}
+
+    reduced = client.get("/api/versions/merged:2").json()
+    assert reduced["note"] == f"small {hostile}" and reduced["rank"] == 2 and reduced["tags"] == {}
+    both = client.get("/api/versions/merged:2/lineage?direction=both").json()
+    assert sorted((e["parent"], e["child"], e["kind"], e["depth"]) for e in both) == [  # seq s0 registered first:
+        ("merged:1", "merged:2", "reduced_from", 1), ("sentiment:1", "merged:1", "merged_from", 2),  # its 2nd state
+        ("topic:1", "merged:1", "merged_from", 2), ("topic:1", "sentiment:1", "trained_from", 3)]  # from its 1st
+
+    runs = client.get("/api/runs").json()
+    assert [(r["name"], r["status"], r["tasks"], r["strategies"]) for r in runs] == [
+        ("ui-run", "done", ["topic", "sentiment"], ["seq", "per_task"])]
+    run = client.get("/api/runs/ui-run").json()
+    assert run["config"]["seeds"] == [0, 1] and run["config"]["max_test"] == 16
+    assert sorted(run["results"]["strategies"]["seq"]["cells"]) == ["seq/s0", "seq/s1"]
+    assert {c["cell"]: (c["state"], c["node"], c["error"]) for c in run["cell_states"]} == {
+        "seq/s0": ("pending", None, None), "seq/s1": ("failed", "node-b", f"ValueError: bad row {hostile}")}
+    compared = client.get("/api/compare?run=ui-run").json()
+    assert [(c["run"], c["strategy"], c["cells"], c["against"]) for c in compared] == [
+        ("ui-run", "seq", 2, "seq"), ("ui-run", "per_task", 2, "seq")]
+    assert compared[0]["difference"] is None and compared[1]["difference"]["acc"]["cells"] == 2
+
+
 def test_curves_endpoint_gives_the_seen_task_accuracy_with_intervals(client):
     data = client.get("/api/runs/ui-run/curves").json()
     run = client.get("/api/runs/ui-run").json()
