@@ -203,3 +203,25 @@ def curve(cells: Sequence[Cell], *, orders: Orders = None, n_boot: int = 2000, s
     std = per_seed.std(0, ddof=1) if len(cells) > 1 else np.zeros(per_seed.shape[1])
     return [Interval(float(m), float(s), float(lo), float(hi), len(cells))
             for m, s, lo, hi in zip(per_seed.mean(0), std, lows, highs)]
+
+
+def learnt_margin(diagonals: Sequence[Sequence[int]], base: Sequence[int], *, n_boot: int = 2000, seed: int = 0,
+                  level: float = 0.95) -> Interval:
+    """How far a task's accuracy right after it was learnt (its diagonal entry: 0/1 per test example, one
+    row per seed) lies above the base model's on the same examples: the mean over seeds of
+    (diagonal − base), with a bootstrap interval that resamples the seeds and the examples (the same
+    examples for both). A task whose interval reaches 0 was not learnt beyond test-example noise, and
+    its forgetting numbers measure nothing."""
+    D = np.asarray(diagonals, dtype=float)  # (S, n)
+    b = np.asarray(base, dtype=float)  # (n,)
+    if D.ndim != 2 or D.shape[1] != b.shape[0]:
+        raise ValueError(f"the diagonal has {D.shape[-1]} examples per seed, the base model {b.shape[0]}")
+    per_seed = D.mean(1) - b.mean()
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, D.shape[0], size=(n_boot, D.shape[0]))
+    (examples,) = example_draws([b.shape[0]], n_boot, rng)  # (B, n)
+    drawn = np.take_along_axis(D[seeds], examples[:, None, :], -1).mean(-1)  # (B, S)
+    draws = drawn.mean(1) - np.take_along_axis(b[None, :], examples, -1).mean(-1)
+    low, high = percentile_interval(draws, level)
+    return Interval(float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(D) > 1 else 0.0, float(low),
+                    float(high), len(D))

@@ -18,6 +18,11 @@ Default: the tiny model on the built-in tasks, five strategies that share their 
 
 Run:  python benchmarks/bench_cl_run.py [--repeats 2] [--steps 60] [--variants all_off ...] [--device cuda]
       [--json out.json]
+
+A bench config's cost instead (`--config`): one seed of it, run once with everything on, its time split
+into training (the optimizer steps), dev checks (plateau training's held-out scoring) and scoring (every
+state on every task, both scorers, and the base model):
+      python benchmarks/bench_cl_run.py --config examples/cl_regime.toml --data-root ../shared/data/cl_benchmark
 """
 
 from __future__ import annotations
@@ -74,6 +79,38 @@ def code_paths_off(off: tuple[str, ...]):
         loss.decoder_and_head, loss.shared_prefix_length, scoring.scoring_order = saved
 
 
+def time_split(results: dict) -> dict[str, float]:
+    """Seconds of a finished run spent training (optimizer steps), in dev checks, and scoring."""
+    cells = [cell for entry in results["strategies"].values() for cell in entry["cells"].values()]
+    train = sum(cell.get("train_seconds") or 0.0 for cell in cells)
+    dev = sum(((loss or {}).get("stop") or {}).get("dev_seconds") or 0.0 for cell in cells
+              for loss in cell.get("losses") or [])
+    scoring = results.get("eval_seconds") or 0.0  # every cell's scoring and the base model's
+    return {"training_s": round(train - dev, 1), "dev_checks_s": round(dev, 1), "scoring_s": round(scoring, 1),
+            "total_s": round(train + scoring, 1)}
+
+
+def run_config(args) -> None:
+    from adapter_hub.bench.config import BenchConfig
+    from adapter_hub.bench.driver import run_bench
+    from adapter_hub.core import progress
+    from registry import Registry
+
+    progress.set_mode("lines")
+    config = BenchConfig.from_toml(args.config, data_root=args.data_root, device=args.device)
+    first = config.cell_seeds()[0]
+    config = BenchConfig.from_dict({**config.to_dict(), "name": "cost", "seeds": [first], "orders": config.orders[:1],
+                                    "strategies": [{"name": s.name, "label": s.label, **s.params}
+                                                   for s in config.strategies]})
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        run = run_bench(config, Registry.open(Path(tmp) / "registry"), echo=lambda m: None)
+        wall = time.perf_counter() - start
+    results = {"config": args.config, "seed": first, "strategies": len(config.strategies), "wall_s": round(wall, 1),
+               **time_split(run.results)}
+    emit(results, args.json, width=34)
+
+
 def matrices(run) -> dict:
     return {label: entry["matrix"] for label, entry in run.results["strategies"].items()}
 
@@ -101,7 +138,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--no-warmup", action="store_true", help="skip the discarded first run (costly on a real model)")
     parser.add_argument("--json")
+    parser.add_argument("--config", help="time one seed of this bench config instead (see the module docstring)")
     args = parser.parse_args()
+    if args.config:
+        run_config(args)
+        return
     variants = {name: VARIANTS[name] for name in VARIANTS if name in args.variants or name == "all_on"}
 
     from adapter_hub.bench.driver import run_bench

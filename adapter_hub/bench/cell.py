@@ -38,7 +38,8 @@ class CellRunner:
         self.results, self.echo = results, echo
         self.eval = config.eval_config()
         self._features: dict[str, Any] = {}
-        settings = {"eval": dataclasses.asdict(self.eval), "model": config.base_model, "dtype": config.dtype}
+        scoring = {k: v for k, v in dataclasses.asdict(self.eval).items() if k != "progress"}  # display only
+        settings = {"eval": scoring, "model": config.base_model, "dtype": config.dtype}
         self._eval_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     def score_base(self) -> None:
@@ -48,6 +49,13 @@ class CellRunner:
         scores = self._score({"base": None}, self.tasks)
         self.results["base"] = [scores["base"][t.name].accuracy for t in self.tasks]
         self.results["base_by_task"] = dict(zip(self.results["tasks"], self.results["base"]))
+        # per example too: whether a task was learnt at all is the diagonal against these, resampled
+        self.results["base_correct"] = {t.name: pack(scores["base"][t.name].correct) for t in self.tasks}
+        for name in self.eval.all_scorers[1:]:
+            also = self.results.setdefault("base_also", {})[name] = {}
+            for t in self.tasks:
+                other = scores["base"][t.name].also[name]
+                also[t.name] = {"accuracy": other.accuracy, "correct": pack(other.correct)}
         self.results["base_seconds"] = round(time.perf_counter() - start, 2)
         self.results["eval_seconds"] += self.results["base_seconds"]
 
@@ -101,19 +109,19 @@ class CellRunner:
             found = scores[label].get(task.name)
             return None if found is None else found.accuracy
 
-        out: dict[str, Any] = {
-            "matrix": [[accuracy(f"@{i}", t) for t in tasks] for i in range(1, T + 1)],
-            "correct": [[pack(scores[f"@{i}"][t.name].correct) if j < i else None for j, t in enumerate(tasks)]
-                        for i in range(1, T + 1)],
-        }
+        out: dict[str, Any] = _matrices(scores, tasks, lambda s: s)
+        extra = self.eval.all_scorers[1:]
+        if extra:  # the same states and examples, scored the other ways
+            out["also"] = {name: _matrices(scores, tasks, lambda s, name=name: s.also[name]) for name in extra}
         for i, ref in enumerate(seq.refs, start=1):
             for j, t in enumerate(tasks):
                 s = scores[f"@{i}"].get(t.name)
                 if s is None:  # not scored (future_tasks = "next")
                     continue
-                if not per_task:  # the state alone on every task
-                    self.registry.record_evaluation(ref, task=t.name, metric="accuracy", value=s.accuracy,
-                                                    dataset=t.fingerprint(), scorer=s.scorer, run=self.name)
+                if not per_task:  # the state alone on every task, by every scorer
+                    for one in (s, *s.also.values()):
+                        self.registry.record_evaluation(ref, task=t.name, metric="accuracy", value=one.accuracy,
+                                                        dataset=t.fingerprint(), scorer=one.scorer, run=self.name)
                 elif j == i - 1:  # per_task: step i's adapter, scored on its own task with the task id given
                     own = scores[f"oracle@{i}" if router == "prototype" else f"@{i}"][t.name]
                     self.registry.record_evaluation(ref, task=t.name, metric="accuracy", value=own.accuracy,
@@ -145,10 +153,7 @@ class CellRunner:
                     continue
                 key = self._score_key(state, task, digests) if self.config.share_work else None
                 if key is not None and key in cache:
-                    hit = cache[key]
-                    bits = unpack(hit["correct"])
-                    out[label][task.name] = TaskScore(task.name, label, hit["scorer"], hit["accuracy"], len(bits),
-                                                      None, hit["truncated"], [], bits)
+                    out[label][task.name] = _from_cache(cache[key], task.name, label)
                 else:
                     todo[label] = (state, key)
             if not todo:
@@ -158,8 +163,7 @@ class CellRunner:
             for label, (_, key) in todo.items():
                 s = out[label][task.name] = scored[label][task.name]
                 if key is not None:
-                    cache[key] = {"accuracy": s.accuracy, "scorer": s.scorer, "truncated": s.truncated,
-                                  "correct": pack(s.correct)}
+                    cache[key] = _to_cache(s)
         return out
 
     def _score_key(self, state, task, digests: dict[int, str]) -> str | None:  # None: routed, not cacheable
@@ -185,3 +189,24 @@ class CellRunner:
 
     def summarise(self, final: bool = False) -> None:
         summarise(self.results, final)
+
+
+def _matrices(scores: dict[str, dict[str, TaskScore]], tasks, pick: Callable[[TaskScore], TaskScore]) -> dict[str, Any]:
+    """A cell's accuracy matrix ("@i" = the state after task i) and its packed per-example correctness
+    (rows up to the diagonal: what intervals resample), for the scorer `pick` chooses."""
+    T = len(tasks)
+    found = [[scores[f"@{i}"].get(t.name) for t in tasks] for i in range(1, T + 1)]
+    return {"matrix": [[None if s is None else pick(s).accuracy for s in row] for row in found],
+            "correct": [[pack(pick(s).correct) if j < i else None for j, s in enumerate(row)]
+                        for i, row in enumerate(found, start=1)]}
+
+
+def _to_cache(s: TaskScore) -> dict[str, Any]:
+    return {"accuracy": s.accuracy, "scorer": s.scorer, "truncated": s.truncated, "correct": pack(s.correct),
+            "also": {name: _to_cache(other) for name, other in s.also.items()}}
+
+
+def _from_cache(hit: dict[str, Any], task: str, label: str) -> TaskScore:
+    bits = unpack(hit["correct"])
+    return TaskScore(task, label, hit["scorer"], hit["accuracy"], len(bits), None, hit["truncated"], [], bits,
+                     {name: _from_cache(other, task, label) for name, other in (hit.get("also") or {}).items()})

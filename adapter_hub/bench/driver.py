@@ -129,7 +129,8 @@ def _results_skeleton(config: BenchConfig, tasks: list[Task], results: dict[str,
     seeds, orders = config.cell_seeds(), config.cell_orders()
     if results is None:
         task_of = dict(zip(config.tasks, tasks))
-        results = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer, **extra, "seeds": seeds,
+        results = {"tasks": [t.name for t in tasks], "scorer": config.eval.scorer,
+                   "scorers": config.eval.all_scorers, **extra, "seeds": seeds,
                    "orders": [[task_of[s].name for s in o] for o in orders], "strategies": {}, "eval_seconds": 0.0}
     for strategy in config.strategies:
         entry = results["strategies"].setdefault(strategy.label, {"strategy": strategy.name, "params": strategy.params,

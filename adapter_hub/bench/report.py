@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from adapter_hub.bench.summary import scorers_of
 from registry.folders import output_folder
 
 METRIC_COLUMNS = [  # (key, header, note for the legend)
@@ -54,47 +55,106 @@ def phase_rows(run) -> list[list[str]]:
     return rows
 
 
+def scored(entry: dict[str, Any], scorer: str, primary: str) -> dict[str, Any]:
+    """A strategy's summary as one scorer saw it (the primary's is the entry itself)."""
+    return entry if scorer == primary else (entry.get("also") or {}).get(scorer, {})
+
+
+def not_learnt(entry: dict[str, Any]) -> list[str]:
+    """The tasks a strategy (as one scorer saw it) did not learn beyond test-example noise."""
+    return [task for task, c in (entry.get("competence") or {}).items() if not c["learnt"]]
+
+
+NOT_LEARNT_MARK = "†"  # on BWT and F: some task was not learnt, so its forgetting measures nothing
+
+
 def comparison_rows(runs) -> list[list[str]]:
-    """One row per (run, strategy): the numbers `bench compare` and the report's table show. ACC, BWT
-    and forgetting carry their intervals when the run stored per-example correctness."""
+    """One row per (run, strategy, scorer): the numbers `bench compare` and the report's table show.
+    ACC, BWT and forgetting carry their intervals when the run stored per-example correctness; BWT and
+    F are marked † when a task was not learnt (see competence_notes)."""
     rows = []
     for run in runs:
+        scorers = scorers_of(run.results)
         for label, entry in (run.results.get("strategies") or {}).items():
-            metrics = entry.get("metrics") or {}
-            intervals = entry.get("intervals") or {}
-            cells = f"{entry.get('cells_done', 1 if metrics else 0)}/{entry.get('cells_total', 1)}"
-            rows.append([run.name, label, cells,
-                         *(fmt_interval(intervals.get(k), metrics.get(k)) for k, _, _ in METRIC_COLUMNS),
-                         fmt(entry.get("train_seconds"), 1)])
+            for scorer in scorers:
+                view = scored(entry, scorer, scorers[0])
+                metrics, intervals = view.get("metrics") or {}, view.get("intervals") or {}
+                if scorer != scorers[0] and not metrics:
+                    continue
+                mark = NOT_LEARNT_MARK if not_learnt(view) else ""
+                cells = f"{entry.get('cells_done', 1 if metrics else 0)}/{entry.get('cells_total', 1)}"
+                values = [fmt_interval(intervals.get(k), metrics.get(k)) + (mark if k in ("bwt", "forgetting") else "")
+                          for k, _, _ in METRIC_COLUMNS]
+                rows.append([run.name, label, scorer, cells, *values, fmt(entry.get("train_seconds"), 1)])
     return rows
 
 
-COMPARISON_HEADER = ["run", "strategy", "cells", *(h for _, h, _ in METRIC_COLUMNS), "train s"]
-DIFFERENCE_HEADER = ["comparison", "cells", "ACC diff [95% CI]", "BWT diff [95% CI]", "F diff [95% CI]", "verdict"]
+COMPARISON_HEADER = ["run", "strategy", "scorer", "cells", *(h for _, h, _ in METRIC_COLUMNS), "train s"]
+DIFFERENCE_HEADER = ["comparison", "scorer", "cells", "ACC diff [95% CI]", "BWT diff [95% CI]", "F diff [95% CI]",
+                     "verdict"]
+FORMAT_HEADER = ["strategy", "cells", "format forgetting = generate-BWT − loglik-BWT [95% CI]", "verdict"]
+
+
+def competence_notes(run) -> list[str]:
+    """One line per (strategy, scorer) with tasks that were not learnt: their diagonal does not exceed
+    the base model's accuracy beyond test-example noise, so their forgetting numbers mean nothing."""
+    lines = []
+    scorers = scorers_of(run.results)
+    for label, entry in (run.results.get("strategies") or {}).items():
+        for scorer in scorers:
+            view = scored(entry, scorer, scorers[0])
+            missing = not_learnt(view)
+            if missing:
+                shown = ", ".join(f"{t} ({view['competence'][t]['mean']:+.3f} [{view['competence'][t]['low']:+.2f},"
+                                  f"{view['competence'][t]['high']:+.2f}] over the base model)" for t in missing)
+                lines.append(f"{label} ({scorer}): not learnt: {shown}; its forgetting numbers mean nothing")
+    return lines
+
+
+def format_rows(run) -> list[list[str]]:
+    """Per strategy, the forgetting generation shows and label ranking does not, paired over seeds
+    and test examples (runs scored both ways)."""
+    rows = []
+    for label, entry in (run.results.get("strategies") or {}).items():
+        found = entry.get("format_forgetting")
+        if found:
+            verdict = (f"significant: generation forgets {'more' if found['diff'] < 0 else 'less'} than ranking shows "
+                       f"(p={found['p_value']:.3f})") if found["significant"] else "no difference"
+            rows.append([label, str(found["cells"]), f"{found['diff']:+.3f} [{found['low']:+.2f},{found['high']:+.2f}]",
+                         verdict])
+    return rows
 
 
 def difference_rows(run) -> list[list[str]]:
-    """Every strategy minus the run's baseline, paired over the same seeds, orders and test examples.
-    A difference whose interval holds 0 is reported as no difference; with one paired cell the verdict
-    says that only the test examples were resampled (two runs of one strategy differ by more)."""
+    """Every strategy minus the run's baseline, paired over the same seeds, orders and test examples,
+    for each scorer. A difference whose interval holds 0 is reported as no difference; with one
+    paired cell the verdict says that only the test examples were resampled (two runs of one strategy
+    differ by more)."""
     results = run.results or {}
     baseline = results.get("baseline")
+    scorers = scorers_of(results)
+    by_scorer = {scorers[0]: results.get("differences") or {}, **(results.get("differences_also") or {})}
     rows = []
-    for label, by_metric in (results.get("differences") or {}).items():
-        cells = [f"{label} − {baseline}", str(by_metric["acc"]["cells"])]
-        verdicts = []
-        for metric, header in (("acc", "ACC"), ("bwt", "BWT"), ("forgetting", "F")):
-            d = by_metric[metric]
-            mark = "*" if d["significant"] else ""
-            cells.append(f"{d['diff']:+.3f}{mark} [{d['low']:+.2f},{d['high']:+.2f}]")
-            if d["significant"]:
-                verdicts.append(f"{header} {'higher' if d['diff'] > 0 else 'lower'} (p={d['p_value']:.3f})")
-        verdict = "significant: " + ", ".join(verdicts) if verdicts else "no difference"
-        if by_metric["acc"]["cells"] < 2:  # nothing resampled but the test examples: say so
-            verdict += " (one seed: test-example noise only, training noise not measured)"
-        cells.append(verdict)
-        rows.append(cells)
+    for scorer, differences in by_scorer.items():
+        for label, by_metric in differences.items():
+            rows.append(_difference_row(f"{label} − {baseline}", scorer, by_metric))
     return rows
+
+
+def _difference_row(comparison: str, scorer: str, by_metric: dict[str, Any]) -> list[str]:
+    cells = [comparison, scorer, str(by_metric["acc"]["cells"])]
+    verdicts = []
+    for metric, header in (("acc", "ACC"), ("bwt", "BWT"), ("forgetting", "F")):
+        d = by_metric[metric]
+        mark = "*" if d["significant"] else ""
+        cells.append(f"{d['diff']:+.3f}{mark} [{d['low']:+.2f},{d['high']:+.2f}]")
+        if d["significant"]:
+            verdicts.append(f"{header} {'higher' if d['diff'] > 0 else 'lower'} (p={d['p_value']:.3f})")
+    verdict = "significant: " + ", ".join(verdicts) if verdicts else "no difference"
+    if by_metric["acc"]["cells"] < 2:  # nothing resampled but the test examples: say so
+        verdict += " (one seed: test-example noise only, training noise not measured)"
+    cells.append(verdict)
+    return cells
 
 
 def write_report(run, out: str | Path, *, force: bool = False) -> list[Path]:
@@ -124,13 +184,28 @@ def _write_into(run, out: Path) -> list[Path]:
     written = [out / "results.json"]
     (out / "results.json").write_text(json.dumps({"run": run.name, "status": run.status, "config": run.config,
                                                   "results": results}, indent=2, default=str) + "\n")
+    scorers = scorers_of(results)
     for label, entry in strategies.items():
-        path = out / f"heatmap_{_slug(label)}.png"
-        _heatmap(plt, entry["matrix"], entry.get("matrix_tasks") or tasks, f"{label}: accuracy after each task ({results.get('scorer')})", path)
+        for scorer in scorers:
+            view = scored(entry, scorer, scorers[0])
+            if "matrix" not in view:
+                continue
+            path = out / heatmap_name(label, scorer, scorers[0])
+            _heatmap(plt, view["matrix"], entry.get("matrix_tasks") or tasks, f"{label}: accuracy after each task ({scorer})",
+                     path)
+            written.append(path)
+    for scorer in scorers:
+        views = {label: {**entry, "matrix": scored(entry, scorer, scorers[0])["matrix"]}
+                 for label, entry in strategies.items() if "matrix" in scored(entry, scorer, scorers[0])}
+        base = results.get("base") if scorer == scorers[0] else [
+            ((results.get("base_also") or {}).get(scorer) or {}).get(t, {}).get("accuracy") for t in tasks]
+        path = out / curves_name(scorer, scorers[0])
+        _curves(plt, views, tasks, base, path, scorer)
         written.append(path)
-    path = out / "accuracy_over_sequence.png"
-    _curves(plt, strategies, tasks, results.get("base"), path)
-    written.append(path)
+    if any(_dev_curves(entry) for entry in strategies.values()):
+        path = out / "dev_curves.png"
+        _dev_plot(plt, strategies, path)
+        written.append(path)
     if any(e.get("intervals") for e in strategies.values()):
         path = out / "metrics_intervals.png"
         _intervals(plt, strategies, path)
@@ -143,6 +218,47 @@ def _write_into(run, out: Path) -> list[Path]:
 
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+
+
+def heatmap_name(label: str, scorer: str, primary: str) -> str:
+    return f"heatmap_{_slug(label)}.png" if scorer == primary else f"heatmap_{_slug(label)}_{scorer}.png"
+
+
+def curves_name(scorer: str, primary: str) -> str:
+    return "accuracy_over_sequence.png" if scorer == primary else f"accuracy_over_sequence_{scorer}.png"
+
+
+def _dev_curves(entry: dict[str, Any]) -> dict[str, list]:
+    """task -> the dev curve ([[step, accuracy], ...]) of the first cell that trained to a plateau."""
+    for cell in (entry.get("cells") or {}).values():
+        found = {task: (loss or {}).get("stop", {}).get("dev") for task, loss in zip(cell.get("tasks", []),
+                                                                                      cell.get("losses") or [])}
+        if any(found.values()):
+            return {task: curve for task, curve in found.items() if curve}
+    return {}
+
+
+def _dev_plot(plt, strategies, path) -> None:
+    """Each strategy's dev accuracy over its training steps, one line per task (plateau training)."""
+    shown = [(label, _dev_curves(entry)) for label, entry in strategies.items() if _dev_curves(entry)]
+    cols = min(len(shown), 4)
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False, sharey=True)
+    for k, (label, curves) in enumerate(shown):
+        ax = axes[k // cols][k % cols]
+        for task, curve in curves.items():
+            ax.plot([s for s, _ in curve], [a for _, a in curve], marker=".", label=task)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylim(-0.02, 1.02)
+    for k in range(len(shown), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    axes[0][0].set_ylabel("dev accuracy")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Dev accuracy while training each task (first cell; training stops at the plateau)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _heatmap(plt, R, tasks, title, path) -> None:
@@ -165,7 +281,7 @@ def _heatmap(plt, R, tasks, title, path) -> None:
     plt.close(fig)
 
 
-def _curves(plt, strategies, tasks, base, path) -> None:
+def _curves(plt, strategies, tasks, base, path, scorer: str = "") -> None:
     cols = min(len(tasks), 4)
     rows = math.ceil(len(tasks) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False, sharey=True)
@@ -179,7 +295,8 @@ def _curves(plt, strategies, tasks, base, path) -> None:
             ax.plot(steps, [math.nan if row[column] is None else row[column] for row in entry["matrix"]],
                     marker="o", label=label)
         if base_of is not None:
-            ax.axhline(base_of[task], color="gray", linestyle=":", label="base model")
+            if base_of.get(task) is not None:
+                ax.axhline(base_of[task], color="gray", linestyle=":", label="base model")
         ax.axvline(j + 1, color="lightgray", linewidth=6, zorder=0)
         ax.set_title(task, fontsize=10)
         ax.set_xticks(steps, [f"{i}" for i in steps])
@@ -190,7 +307,7 @@ def _curves(plt, strategies, tasks, base, path) -> None:
     axes[0][0].set_ylabel("accuracy")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
-    fig.suptitle("Accuracy on each task over the sequence (shaded: when the task is learnt)", fontsize=11)
+    fig.suptitle(f"Accuracy on each task over the sequence ({scorer}; shaded: when the task is learnt)", fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -224,8 +341,9 @@ def _markdown(run, results, strategies, tasks, pending: list[str] = ()) -> str:
               f"- per task: max_train={cfg.get('max_train')}, max_test={cfg.get('max_test')}; "
               f"LoRA r={cfg.get('lora', {}).get('r')}, alpha={cfg.get('lora', {}).get('alpha')}; "
               f"train {_budget(cfg.get('train', {}))}",
-              f"- scorer: **{results.get('scorer')}** (loglik = rank the labels by length-normalised log-likelihood; "
-              f"generate = greedy decoding, exact match); evaluation took {fmt(results.get('eval_seconds'), 1)} s",
+              f"- scorers: **{', '.join(scorers_of(results))}** (the first is the primary; loglik = rank the labels by "
+              f"length-normalised log-likelihood; generate = greedy decoding, exact match: what a user of the adapter "
+              f"gets); evaluation took {fmt(results.get('eval_seconds'), 1)} s",
               *([f"- not evaluated yet: {', '.join(pending)} (the run is {run.status}; this report shows the "
                  f"strategies with at least one evaluated cell)"] if pending else []),
               ""]
@@ -234,11 +352,26 @@ def _markdown(run, results, strategies, tasks, pending: list[str] = ()) -> str:
     lines += ["| " + " | ".join(row[1:]) + " |" for row in comparison_rows([run])]
     merged = results.get("merged")
     if merged:
-        blanks = ["—"] * (len(COMPARISON_HEADER) - 4)  # the metrics after ACC, and train time
-        lines.append("| " + " | ".join([merged["label"], "1", fmt(merged["acc"]), *blanks]) + " |")
+        blanks = ["—"] * (len(COMPARISON_HEADER) - 5)  # the metrics after ACC, and train time
+        lines.append("| " + " | ".join([merged["label"], results.get("scorer") or "", "1", fmt(merged["acc"]),
+                                        *blanks]) + " |")
     lines += ["", *(f"- **{h}**: {note}" for _, h, note in METRIC_COLUMNS),
               "- ACC, BWT and F (max) read `mean ±std over cells [95% bootstrap interval]`; the interval resamples "
-              "seeds and test examples (adapter_hub.stats). Cells = (seed, task order) pairs evaluated / planned.", ""]
+              "seeds and test examples (adapter_hub.stats). Cells = (seed, task order) pairs evaluated / planned.",
+              f"- {NOT_LEARNT_MARK} on BWT and F: a task of that row was not learnt (below); its forgetting means nothing.",
+              ""]
+    notes = competence_notes(run)
+    if notes:
+        lines += ["## Tasks not learnt", "", "A task is learnt when its accuracy right after it was trained exceeds "
+                  "the base model's by more than test-example noise (the 95% interval of the paired margin excludes "
+                  "0). These did not:", "", *(f"- {line}" for line in notes), ""]
+    formats = format_rows(run)
+    if formats:
+        lines += ["## Format forgetting", "", "generate-BWT − loglik-BWT per strategy, paired over the same seeds and "
+                  "test examples: forgetting a user of the adapter sees (the answer format collapsing to the latest "
+                  "task's labels) that ranking the label strings does not.", "",
+                  "| " + " | ".join(FORMAT_HEADER) + " |", "|" + "---|" * len(FORMAT_HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in formats] + [""]
     differences = difference_rows(run)
     if differences:
         lines += [f"## Differences against `{results.get('baseline')}`", "",
@@ -255,7 +388,10 @@ def _markdown(run, results, strategies, tasks, pending: list[str] = ()) -> str:
     if base:
         lines += ["Base model (no adapter) accuracy per task: " +
                   ", ".join(f"{t} {fmt(b)}" for t, b in zip(tasks, base)), ""]
-    lines += ["![accuracy over the sequence](accuracy_over_sequence.png)", ""]
+    primary = scorers_of(results)[0]
+    lines += [f"![accuracy over the sequence ({s})]({curves_name(s, primary)})" for s in scorers_of(results)] + [""]
+    if any(_dev_curves(entry) for entry in strategies.values()):
+        lines += ["![dev accuracy while training](dev_curves.png)", ""]
     for label, entry in strategies.items():
         order = entry.get("matrix_tasks") or tasks
         cells = entry.get("cells") or {}
@@ -275,7 +411,8 @@ def _markdown(run, results, strategies, tasks, pending: list[str] = ()) -> str:
                       + ", ".join(fmt(r["accuracy"][-1]) for r in routers)
                       + "; ACC with the router / ACC with the task id given: "
                       + ", ".join(fmt(r["acc_over_oracle"]) for r in routers) + " (one value per cell)."]
-        lines += ["", f"![R for {label}](heatmap_{_slug(label)}.png)", ""]
+        lines += [""] + [f"![R for {label} ({s})]({heatmap_name(label, s, primary)})" for s in scorers_of(results)
+                         if "matrix" in scored(entry, s, primary)] + [""]
     return "\n".join(lines) + "\n"
 
 

@@ -42,7 +42,8 @@ def _correctness(cell: dict[str, Any]) -> list[list[list[int] | None]]:
 
 
 def aggregate(entry: dict[str, Any], canonical: list[str], base: dict[str, float],
-              references: dict[str, dict[str, Any]], n_boot: int = 2000) -> None:
+              references: dict[str, dict[str, Any]], n_boot: int = 2000,
+              base_correct: dict[str, Any] | None = None) -> None:
     """Fill a strategy's summary from its evaluated cells, in place: metrics (mean over cells),
     intervals, the mean matrix of the first order's cells, the number of cells done."""
     done = {k: c for k, c in entry["cells"].items() if c.get("matrix") is not None}
@@ -68,6 +69,26 @@ def aggregate(entry: dict[str, Any], canonical: list[str], base: dict[str, float
     orders = [_task_order(c, canonical) for c in cells]
     correct = [_correctness(c) for c in cells]
     entry["intervals"] = {m: vars(stats.bootstrap(correct, m, orders=orders, n_boot=n_boot)) for m in INTERVAL_METRICS}
+    if base_correct:
+        entry["competence"] = competence(cells, correct, base_correct, n_boot)
+
+
+def competence(cells: list[dict[str, Any]], correct: list, base_correct: dict[str, Any], n_boot: int
+               ) -> dict[str, dict[str, Any]]:
+    """Per task: how far its accuracy right after it was learnt lies above the base model's (mean over
+    cells, 95% interval over seeds and test examples) and whether it was learnt at all (the interval
+    excludes 0). Forgetting of a task that was not learnt measures nothing."""
+    out = {}
+    for task, packed in base_correct.items():
+        diagonal = []
+        for cell, bits in zip(cells, correct):
+            if task in cell["tasks"]:
+                j = cell["tasks"].index(task)
+                diagonal.append(bits[j][j])
+        if diagonal:
+            margin = stats.learnt_margin(diagonal, unpack(packed), n_boot=n_boot)
+            out[task] = {**vars(margin), "learnt": margin.low > 0}
+    return out
 
 
 def strategy_curve(entry: dict[str, Any], canonical: list[str], n_boot: int = 2000) -> list[dict[str, Any]] | None:
@@ -132,14 +153,72 @@ def default_baseline(strategies: dict[str, Any], names: dict[str, str]) -> str |
 
 
 def summarise(results: dict[str, Any], final: bool = False) -> None:
-    """Recompute every strategy's summary, intervals and the differences against the baseline, in place."""
+    """Recompute every strategy's summary, intervals and the differences against the baseline, in place:
+    for the primary scorer at the top level, for each other scorer under entry["also"][scorer] and
+    results["differences_also"][scorer], and format forgetting where both scorers ran."""
+    n_boot = 2000 if final else 400  # intermediate summaries only need to be indicative
+    _summarise_one(results, n_boot)
+    extra = scorers_of(results)[1:]
+    for name in extra:
+        view = scorer_view(results, name)
+        _summarise_one(view, n_boot)
+        for label, entry in view["strategies"].items():
+            results["strategies"][label].setdefault("also", {})[name] = {
+                k: entry[k] for k in ("metrics", "intervals", "matrix", "competence", "cells_done") if k in entry}
+        results.setdefault("differences_also", {})[name] = view.get("differences", {})
+    if {"generate", "loglik"} <= set(scorers_of(results)):
+        for entry in results["strategies"].values():
+            found = format_forgetting(results, entry, n_boot)
+            if found is not None:
+                entry["format_forgetting"] = found
+
+
+def _summarise_one(results: dict[str, Any], n_boot: int) -> None:
     strategies = results["strategies"]
     names = {label: entry["strategy"] for label, entry in strategies.items()}
     references = references_of(strategies, names)
-    n_boot = 2000 if final else 400  # intermediate summaries only need to be indicative
     for entry in strategies.values():
-        aggregate(entry, results["tasks"], results.get("base_by_task", {}), references, n_boot)
+        aggregate(entry, results["tasks"], results.get("base_by_task", {}), references, n_boot,
+                  results.get("base_correct"))
     baseline = default_baseline(strategies, names)
     if baseline is not None:
         results["baseline"] = baseline
         results["differences"] = differences(strategies, results["tasks"], baseline, n_boot)
+
+
+def scorers_of(results: dict[str, Any]) -> list[str]:
+    """The scorers a run scored with, the primary first (older runs: their one scorer)."""
+    return list(results.get("scorers") or [results.get("scorer") or "loglik"])
+
+
+def scorer_view(results: dict[str, Any], scorer: str) -> dict[str, Any]:
+    """The run as `scorer` (one of its extra scorers) saw it: every cell's matrix and per-example
+    results, and the base model's, taken from what that scorer recorded beside the primary."""
+    base_also = (results.get("base_also") or {}).get(scorer, {})
+    view = {"tasks": results["tasks"], "scorer": scorer, "base_by_task": {t: v["accuracy"] for t, v in base_also.items()},
+            "base_correct": {t: v["correct"] for t, v in base_also.items()}, "strategies": {}}
+    for label, entry in results["strategies"].items():
+        cells = {key: {**cell, **cell["also"][scorer]} for key, cell in entry["cells"].items()
+                 if (cell.get("also") or {}).get(scorer)}
+        view["strategies"][label] = {"strategy": entry["strategy"], "params": entry.get("params", {}), "cells": cells}
+    return view
+
+
+def format_forgetting(results: dict[str, Any], entry: dict[str, Any], n_boot: int) -> dict[str, Any] | None:
+    """generate-BWT − loglik-BWT over a strategy's cells, paired over the same seeds and test examples:
+    the forgetting a user of the adapter sees that ranking the labels does not (the answer format
+    collapsing). Negative: generation forgot more."""
+    scorers = scorers_of(results)
+
+    def bits(cell: dict[str, Any], scorer: str):
+        found = cell if scorer == scorers[0] else (cell.get("also") or {}).get(scorer)
+        return None if not found or not found.get("correct") else _correctness(found)
+
+    cells = [c for c in entry["cells"].values() if c.get("matrix") is not None
+             and bits(c, "generate") is not None and bits(c, "loglik") is not None]
+    if not cells or len(results["tasks"]) < 2:
+        return None
+    orders = [_task_order(c, results["tasks"]) for c in cells]
+    found = stats.paired_difference([bits(c, "generate") for c in cells], [bits(c, "loglik") for c in cells], "bwt",
+                                    orders=orders, n_boot=n_boot)
+    return {**vars(found), "cells": len(cells)}

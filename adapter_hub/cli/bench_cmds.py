@@ -11,13 +11,19 @@ import click
 from adapter_hub.bench.report import (
     COMPARISON_HEADER,
     DIFFERENCE_HEADER,
+    FORMAT_HEADER,
+    NOT_LEARNT_MARK,
     PHASE_HEADER,
     comparison_rows,
+    competence_notes,
     difference_rows,
     fmt,
+    format_rows,
     phase_rows,
+    scored,
     write_report,
 )
+from adapter_hub.bench.summary import scorers_of
 from adapter_hub.cli.main import Context, cli, compute_options, pass_ctx
 from adapter_hub.cli.output import emit_json, table
 from adapter_hub.core import progress
@@ -109,7 +115,7 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
     info = ctx.registry().runs.get(run)
     tasks = info.results.get("tasks") or []
     click.echo(f"run {info.name}: {info.status}; base model {info.config.get('base_model')}; "
-               f"scorer {info.results.get('scorer')}")
+               f"scorers {', '.join(scorers_of(info.results))}")
     versions = Counter(cell.get("code", "unrecorded") for entry in (info.results.get("strategies") or {}).values()
                        for cell in (entry.get("cells") or {}).values())
     if len(versions) > 1:
@@ -120,10 +126,15 @@ def bench_show(ctx: Context, run: str, as_json: bool) -> None:
             continue
         order = entry.get("matrix_tasks") or tasks
         done = entry.get("cells_done", 1)
-        title = f"{label} ({entry['strategy']})" + (f", mean over {done} cells" if done > 1 else "")
-        table(["after \\ on", *order, "version"],
-              [[order[i], *(fmt(v) for v in row), (entry.get("states") or [None] * len(order))[i]]
-               for i, row in enumerate(entry["matrix"])], title=title)
+        scorers = scorers_of(info.results)
+        for scorer in scorers:
+            view = scored(entry, scorer, scorers[0])
+            if "matrix" not in view:
+                continue
+            title = f"{label} ({entry['strategy']}, {scorer})" + (f", mean over {done} cells" if done > 1 else "")
+            table(["after \\ on", *order, "version"],
+                  [[order[i], *(fmt(v) for v in row), (entry.get("states") or [None] * len(order))[i]]
+                   for i, row in enumerate(view["matrix"])], title=title)
     states = ctx.registry().cells.list(info.name)
     if any(c.state != "done" for c in states):
         table(["cell", "state", "node", "holder", "attempts", "heartbeat (UTC)", "error"],
@@ -209,11 +220,17 @@ def bench_import(ctx: Context, source: Path, name: str | None) -> None:
 
 
 def _print_comparison(runs) -> None:
-    table(COMPARISON_HEADER, comparison_rows(runs), title="strategies compared (mean ±std over cells [95% CI])")
+    table(COMPARISON_HEADER, comparison_rows(runs), title="strategies compared (mean ±std over cells [95% CI]; "
+                                                          f"{NOT_LEARNT_MARK}: a task was not learnt)")
     for run in runs:
         rows = difference_rows(run)
         if rows:
             table(DIFFERENCE_HEADER, rows, title=f"{run.name}: paired differences (* = the 95% interval excludes 0)")
+        rows = format_rows(run)
+        if rows:
+            table(FORMAT_HEADER, rows, title=f"{run.name}: format forgetting (negative: generation forgets more)")
+        for line in competence_notes(run):
+            click.echo(f"{run.name}: {line}")
 
 
 @cli.command("eval")

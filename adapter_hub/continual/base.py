@@ -25,6 +25,7 @@ from adapter_hub.core.config import LoraConfig
 from adapter_hub.core.typed import check_like_default
 from adapter_hub.data import Task
 from adapter_hub.data.prompts import Encoded, encode_examples
+from adapter_hub.evaluation import CURRENT, EvalConfig, score
 from adapter_hub.lora import (
     attach,
     lora_layers,
@@ -81,6 +82,7 @@ class Strategy:
         # Where already-trained steps are found by content (continual.step_cache); the runner sets it
         # when it registers the sequence.
         self.step_cache: RegistryStepCache | None = None
+        self._splits: dict[str, tuple[list[int], list[int]]] = {}  # task -> (train, dev) indices
 
     @classmethod
     def check_params(cls, params: dict[str, Any], where: str = "") -> None:
@@ -112,17 +114,42 @@ class Strategy:
     # ---- shared pieces ---------------------------------------------------------------------------
 
     def encode(self, task: Task, examples=None) -> tuple[list[Encoded], int]:
-        return encode_examples(self.tokenizer, task, list(task.train if examples is None else examples),
-                               self.config.train.max_length)
+        """`examples` (default: the task's training examples, minus its dev split when training runs
+        to a plateau) as token ids, and how many lost input tokens."""
+        if examples is None:
+            examples = [task.train[i] for i in self.split(task)[0]] if self.config.train.plateau else task.train
+        return encode_examples(self.tokenizer, task, list(examples), self.config.train.max_length)
+
+    def split(self, task: Task) -> tuple[list[int], list[int]]:
+        """(train, dev) indices into task.train for plateau training, drawn once per task and seed."""
+        if task.name not in self._splits:
+            t = self.config.train
+            self._splits[task.name] = task.dev_split(t.dev_fraction, t.dev_max, self.config.seed)
+        return self._splits[task.name]
+
+    def dev_check(self, tasks: Sequence[Task]):
+        """The callable plateau training checks: accuracy on the dev splits of `tasks` (pooled), scored
+        the cheap way (labels ranked by likelihood; generation for free-text tasks), the model as it is."""
+        def check() -> float:
+            correct = total = 0
+            for task in tasks:
+                dev = [task.train[i] for i in self.split(task)[1]]
+                config = EvalConfig(scorer="loglik" if task.is_classification else "generate",
+                                    max_length=self.config.train.max_length, progress=False)
+                correct += sum(score(self.model, self.tokenizer, task, config=config, examples=dev)[CURRENT].correct)
+                total += len(dev)
+            return correct / total
+        return check
 
     def new_adapter(self, name: str, step: int) -> None:
         attach(self.model, self.config.lora, name=name, seed=self.config.seed + step, activate="add")
 
     def train(self, names_trained: Sequence[str], names_active: Sequence[str], examples: list[Encoded], step: int,
-              *, truncated: int, extra_loss=None, description: str = "", frozen_A: bool = False,
+              *, truncated: int, dev: Sequence[Task], extra_loss=None, description: str = "", frozen_A: bool = False,
               **train_changes: Any) -> TrainResult:
         """Train only `names_trained` while `names_active` act in the forward pass; `truncated` (how many
-        examples lost input tokens when encoded) is reported with the result. `frozen_A`: train their
+        examples lost input tokens when encoded) is reported with the result. `dev`: the tasks being
+        learnt, whose dev splits decide when to stop under until = "plateau". `frozen_A`: train their
         B factors only (InfLoRA fixes A before training)."""
         set_active(self.model, list(names_active))
         set_trainable(self.model, list(names_trained))
@@ -134,8 +161,9 @@ class Strategy:
         config = self.config.train_for(step, **train_changes)
         key = None
         if self.step_cache is not None and extra_loss is None and len(names_trained) == 1:
-            key = step_key(self.model, names_trained, names_active, self.config.lora.to_dict(), examples, config,
-                           self.tokenizer.pad_token_id, frozen_A)
+            dev_sets = [self.encode(t, [t.train[i] for i in self.split(t)[1]])[0] for t in dev] if config.plateau else []
+            key = step_key(self.model, names_trained, names_active, self.config.lora.to_dict(),
+                           examples + [e for d in dev_sets for e in d], config, self.tokenizer.pad_token_id, frozen_A)
             hit = self.step_cache.get(key)
             if hit is not None:  # the same computation was trained before: its result, bit for bit
                 adapter, recorded = hit
@@ -144,7 +172,7 @@ class Strategy:
                                    reused=recorded, cache_key=key, trained=adapter)
         result = train_on(self.model, examples, config, pad_id=self.tokenizer.pad_token_id,
                           params=lora_parameters(self.model, names_trained), extra_loss=extra_loss,
-                          description=description)
+                          description=description, dev_check=self.dev_check(dev) if config.plateau else None)
         result.truncated = truncated
         if key is not None:
             result.cache_key, result.trained = key, LoraAdapter.from_model(self.model, names_trained[0])

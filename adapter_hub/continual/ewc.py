@@ -78,7 +78,7 @@ class EWC(Strategy):
         anchors = list(self.anchors)
         extra = (lambda: ewc_penalty(params, anchors, lam)) if anchors else None
         examples, truncated = self.encode(task)
-        result = self.train([NAME], [NAME], examples, step, truncated=truncated, extra_loss=extra,
+        result = self.train([NAME], [NAME], examples, step, truncated=truncated, dev=[task], extra_loss=extra,
                             description=f"ewc {task.name}")
         self.consolidate(task, examples, step)
         return StepResult(task.name, step, self.snapshot(NAME, step, task), result,

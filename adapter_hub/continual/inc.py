@@ -36,7 +36,7 @@ class Incremental(Strategy):
         self.new_adapter(new, step)
         examples, truncated = self.encode(task)
         active = [*self.components, new]
-        result = self.train([new], active, examples, step, truncated=truncated, extra_loss=self.extra_loss(new),
+        result = self.train([new], active, examples, step, truncated=truncated, dev=[task], extra_loss=self.extra_loss(new),
                             description=f"{self.name} {task.name}")
         info = {"orthogonality": orthogonality(self.model, self.components, new)} if self.components else {}
         self.components.append(new)

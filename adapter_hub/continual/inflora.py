@@ -145,7 +145,7 @@ class InfLoRA(Incremental):
             for m in modules:
                 A = down_projection(before[m], self.basis.get(m), layers[m].lora_A[new].shape[0])
                 layers[m].lora_A[new].copy_(A.to(layers[m].lora_A[new].dtype))
-        result = self.train([new], [*self.components, new], examples, step, truncated=truncated,
+        result = self.train([new], [*self.components, new], examples, step, truncated=truncated, dev=[task],
                             description=f"{self.name} {task.name}", frozen_A=True)
         after = input_covariances(self.model, sample, pad, modules)
         for m in modules:

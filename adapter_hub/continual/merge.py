@@ -45,7 +45,8 @@ class Merge(Strategy):
         name = f"part{step}"
         self.new_adapter(name, step)
         examples, truncated = self.encode(task)
-        result = self.train([name], [name], examples, step, truncated=truncated, description=f"merge {task.name}")
+        result = self.train([name], [name], examples, step, truncated=truncated, dev=[task],
+                            description=f"merge {task.name}")
         part = self.snapshot(name, step, task, role="component")
         detach(self.model, name)  # the part lives on as a tensor copy; the model keeps no adapter
         self.parts.append(part)

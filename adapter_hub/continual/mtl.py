@@ -30,12 +30,14 @@ class MultiTask(Strategy):
             examples += encoded
             truncated += cut
         budget = {}
-        if scratch:
-            cfg = self.config.train
+        cfg = self.config.train
+        if cfg.plateau:  # to a plateau on every task's dev split, with room for all of them
+            budget = {"max_steps": cfg.max_steps * step}
+        elif scratch:
             budget = {"steps": cfg.steps * step} if cfg.steps else {"epochs": cfg.epochs * step * len(task.train)
                                                                      / max(1, len(examples))}
-        result = self.train([NAME], [NAME], examples, step, truncated=truncated, description=f"mtl {task.name}",
-                            **budget)
+        result = self.train([NAME], [NAME], examples, step, truncated=truncated, dev=[*history, task],
+                            description=f"mtl {task.name}", **budget)
         return StepResult(task.name, step, self.snapshot(NAME, step, task, tasks=[t.name for t in [*history, task]]),
                           result)
 

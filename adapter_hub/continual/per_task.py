@@ -37,7 +37,8 @@ class PerTask(Strategy):
         name = adapter_name(step)
         self.new_adapter(name, step)
         examples, truncated = self.encode(task)
-        result = self.train([name], [name], examples, step, truncated=truncated, description=f"per_task {task.name}")
+        result = self.train([name], [name], examples, step, truncated=truncated, dev=[task],
+                            description=f"per_task {task.name}")
         return StepResult(task.name, step, self.snapshot(name, step, task), result, info=info)
 
     def restore(self, steps, history):

@@ -141,7 +141,8 @@ class Replay(Strategy):
             mixed_in = self.encode(past_task, [ex])[0]
             examples += mixed_in
             replayed[past_task.name] = replayed.get(past_task.name, 0) + len(mixed_in)
-        result = self.train([NAME], [NAME], examples, step, truncated=truncated, description=f"replay {task.name}")
+        result = self.train([NAME], [NAME], examples, step, truncated=truncated, dev=[task],
+                            description=f"replay {task.name}")
         info = {"replayed": replayed}  # what was mixed into this step's training, per earlier task
         self.buffer.update(task)
         info.update(memory=self.buffer.record(), memory_size=len(self.buffer.slots),

@@ -123,7 +123,8 @@ class GenerativeReplay(Strategy):
             pseudo = label_inputs(self.model, self.tokenizer, past, texts, self.config.train.max_length)
             generated[past.name], valid[past.name] = len(texts), len(pseudo)
             examples += self.encode(past, pseudo)[0]
-        result = self.train([NAME], [NAME], examples, step, truncated=truncated, description=f"replay_gen {task.name}")
+        result = self.train([NAME], [NAME], examples, step, truncated=truncated, dev=[task],
+                            description=f"replay_gen {task.name}")
         self.formats.append(prompt_format(task))
         info = {"generated": generated, "valid_label": valid, "stored_examples": 0}
         return StepResult(task.name, step, self.snapshot(NAME, step, task), result, info=info)

@@ -15,7 +15,8 @@ class Sequential(Strategy):
         if NAME not in list_adapters(self.model):
             self.new_adapter(NAME, step)
         examples, truncated = self.encode(task)
-        result = self.train([NAME], [NAME], examples, step, truncated=truncated, description=f"seq {task.name}")
+        result = self.train([NAME], [NAME], examples, step, truncated=truncated, dev=[task],
+                            description=f"seq {task.name}")
         return StepResult(task.name, step, self.snapshot(NAME, step, task), result)
 
     def restore(self, steps, history):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,20 @@ class Task:
             self.instruction, self.template, self.source,
             {**self.meta, "max_train": max_train, "max_test": max_test, "seed": seed},
         )
+
+    def dev_split(self, fraction: float, max_n: int | None, seed: int) -> tuple[list[int], list[int]]:
+        """(train, dev) indices into `self.train`: a seeded, label-stratified `fraction` (at most max_n)
+        held out for deciding when to stop training. Drawn from the training examples only, so no
+        test example ever steers training; the same (task, seed) gives the same split in any process."""
+        n = len(self.train)
+        size = min(n - 1, max(1, round(fraction * n)), max_n if max_n is not None else n)
+        if size < 1:
+            raise DataError(f"task {self.name}: {n} training example(s) leave none to hold out for a dev split")
+        tagged = [Example(str(i), ex.target) for i, ex in enumerate(self.train)]  # the index rides as the text
+        dev = sorted(int(ex.text) for ex in _sample(tagged, size, zlib.crc32(f"{seed}:dev:{self.name}".encode()),
+                                                    bool(self.labels)))
+        held = set(dev)
+        return [i for i in range(n) if i not in held], dev
 
     def __repr__(self) -> str:
         kind = f"{len(self.labels)} labels" if self.labels else "generation"

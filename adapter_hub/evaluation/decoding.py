@@ -1,7 +1,13 @@
-"""The two scorers' inner loops: ranking label strings by length-normalised log-likelihood (all
-candidates in one packed pass over the prompt's cache), and greedy decoding."""
+"""The two scorers' inner loops over one batch of prompts, which both start from the same prompt pass
+(the shared instruction's cache, then each row's own tokens): ranking label strings by
+length-normalised log-likelihood (all candidates in one packed pass over the prompt's cache), and
+greedy decoding. `decode` runs the prompt pass once and then every scorer asked for."""
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -16,8 +22,36 @@ from adapter_hub.evaluation.forward import (
 from adapter_hub.evaluation.prefix import SharedPrefix, prompt_pass
 
 
-def rank_labels(model, tokenizer, labels: list[str], prompts, row_states, prefix: SharedPrefix | None = None) -> list[str]:
+@dataclass
+class Prompted:
+    """A batch after its prompt pass: what both scorers continue from."""
+
+    hidden: torch.Tensor  # (N, T, H): the last position predicts the first answer token
+    cache: object  # the prompt's KV cache (scorers extend it: give each its own copy)
+    mask: torch.Tensor
+    positions: torch.Tensor
+    row_states: Sequence[str | None] | None  # the adapter each row runs under (None: as the model is)
+
+
+def decode(model, tokenizer, prompts, row_states, prefix: SharedPrefix | None, scorers: Sequence[str],
+           labels: list[str] | None, max_new_tokens: int) -> dict[str, list[str]]:
+    """{scorer: the prediction of every row} for one batch: one prompt pass, then each scorer."""
+    with maybe_route(model, row_states):
+        hidden, cache, mask, positions = prompt_pass(model, tokenizer.pad_token_id, prompts, prefix, row_states)
+    out = {}
+    for i, scorer in enumerate(scorers):
+        own = cache if i == len(scorers) - 1 else copy.deepcopy(cache)  # both scorers extend the cache
+        prompted = Prompted(hidden, own, mask, positions, row_states)
+        out[scorer] = (rank_labels(model, tokenizer, labels, prompted) if scorer == "loglik"
+                       else greedy(model, tokenizer, prompted, max_new_tokens))
+    return out
+
+
+def rank_labels(model, tokenizer, labels: list[str], prompted: Prompted) -> list[str]:
+    """The label each row's continuation is likeliest to be (log-likelihood / length)."""
     device = next(model.parameters()).device
+    hidden, cache, mask, positions, row_states = (prompted.hidden, prompted.cache, prompted.mask,
+                                                  prompted.positions, prompted.row_states)
     cands = [encode_target(tokenizer, label, eos=False) for label in labels]
     K, L = len(cands), max(map(len, cands))
     cand_ids = torch.zeros((K, L), dtype=torch.long)
@@ -26,8 +60,6 @@ def rank_labels(model, tokenizer, labels: list[str], prompts, row_states, prefix
         cand_ids[k, :len(c)] = torch.tensor(c)
         cand_mask[k, :len(c)] = 1
     cand_ids, cand_mask = cand_ids.to(device), cand_mask.to(device)
-    with maybe_route(model, row_states):
-        hidden, cache, mask, positions = prompt_pass(model, tokenizer.pad_token_id, prompts, prefix, row_states)
     N = hidden.shape[0]
     total = next_token_logprobs(model, hidden[:, -1])[:, cand_ids[:, 0]]  # (N, K): log p(c_0 | prompt)
     if L > 1:
@@ -75,15 +107,16 @@ def packed_candidates(model, cands: list[list[int]], cache, mask, positions) -> 
     return torch.zeros((N, K), dtype=logp.dtype, device=device).index_add_(1, seg, logp)
 
 
-def greedy(model, tokenizer, prompts, row_states, max_new_tokens: int, prefix: SharedPrefix | None = None) -> list[str]:
+def greedy(model, tokenizer, prompted: Prompted, max_new_tokens: int) -> list[str]:
+    """Each row's greedy continuation, up to eos or max_new_tokens, as text."""
     device = next(model.parameters()).device
-    N = len(prompts)
+    hidden, cache, mask = prompted.hidden, prompted.cache, prompted.mask
+    N = hidden.shape[0]
     eos = tokenizer.eos_token_id
     generated = torch.full((N, max_new_tokens), eos, dtype=torch.long, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
-    with maybe_route(model, row_states):
-        hidden, cache, mask, positions = prompt_pass(model, tokenizer.pad_token_id, prompts, prefix, row_states)
-        pos = positions[:, -1:]
+    with maybe_route(model, prompted.row_states):
+        pos = prompted.positions[:, -1:]
         for t in range(max_new_tokens):
             next_ids = next_token_logprobs(model, hidden[:, -1]).argmax(dim=-1)  # (N,)
             next_ids = torch.where(done, torch.full_like(next_ids, eos), next_ids)

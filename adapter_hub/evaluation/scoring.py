@@ -30,7 +30,7 @@ from adapter_hub.core import progress
 from adapter_hub.data.prompts import encode_prompt, encode_target, template_ids
 from adapter_hub.data.tasks import Task
 from adapter_hub.evaluation.config import CURRENT, EvalConfig, TaskScore
-from adapter_hub.evaluation.decoding import greedy, rank_labels
+from adapter_hub.evaluation.decoding import decode
 from adapter_hub.evaluation.forward import autocast_for
 from adapter_hub.evaluation.prefix import encode_prefix, prefix_to_share
 from adapter_hub.evaluation.text import normalise, token_f1
@@ -61,10 +61,11 @@ def score(
     """Score the task's test set; keyed by state (or CURRENT when states is None). A state is an
     attached adapter's name, None (the base model) or a PerExample choice of adapter per example."""
     config = config or EvalConfig()
+    scorers = config.all_scorers
     examples = list(task.test if examples is None else examples)
     if not examples:
         raise ValueError(f"task {task.name} has no test examples")
-    if config.scorer == "loglik" and not task.is_classification:
+    if "loglik" in scorers and not task.is_classification:
         raise ValueError(f"task {task.name} has free-text targets; use scorer='generate'")
     keys: list = [CURRENT] if states is None else list(states)
     routed = states is not None
@@ -82,35 +83,38 @@ def score(
     head_len = prefix_to_share(prompts) if config.shared_prefix else 0
     # Every adapter any row uses: the shared instruction's cache is computed once under each.
     used = list(dict.fromkeys(n for key in keys for n in (key.names if isinstance(key, PerExample) else [key])))
-    predictions: dict[tuple[int, int], str] = {}
+    predictions: dict[str, dict[tuple[int, int], str]] = {name: {} for name in scorers}
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), autocast_for(model), \
-                progress.phase(f"eval {task.name}", len(order) * len(keys), "row") as shown:
+                progress.phase(f"eval {task.name}", len(order) * len(keys), "row", enabled=config.progress) as shown:
             prefix = encode_prefix(model, prompts[0][:head_len], used if routed else None) if head_len else None
             per_forward = max(1, min(config.batch_size, config.max_rows // len(keys)))  # examples per forward
             for start in range(0, len(order), per_forward):
                 chunk = [(e, s) for s in range(len(keys)) for e in order[start:start + per_forward]]
                 batch_prompts = [prompts[e][head_len:] for e, _ in chunk]
                 row_states = [_row_adapter(keys[s], e) for e, s in chunk] if routed else None
-                if config.scorer == "loglik":
-                    preds = rank_labels(model, tokenizer, task.labels, batch_prompts, row_states, prefix)
-                else:
-                    preds = greedy(model, tokenizer, batch_prompts, row_states,
-                                    config.max_new_tokens or reserve, prefix)
-                predictions.update(zip(chunk, preds))
+                decoded = decode(model, tokenizer, batch_prompts, row_states, prefix, scorers, task.labels,
+                                 config.max_new_tokens or reserve)
+                for name, preds in decoded.items():
+                    predictions[name].update(zip(chunk, preds))
                 shown.advance(len(chunk))
     finally:
         model.train(was_training)
+    targets = [ex.target for ex in examples]
     results: dict = {}
     for s, key in enumerate(keys):
-        preds = [predictions[(e, s)] for e in range(len(examples))]
-        targets = [ex.target for ex in examples]
-        correct = [int(normalise(p) == normalise(t)) for p, t in zip(preds, targets)]
-        f1 = None if config.scorer == "loglik" else sum(map(token_f1, preds, targets)) / len(examples)
-        results[key] = TaskScore(task.name, key, config.scorer, sum(correct) / len(examples), len(examples), f1,
-                                 truncated, preds, correct)
+        by_scorer = {}
+        for name in scorers:
+            preds = [predictions[name][(e, s)] for e in range(len(examples))]
+            correct = [int(normalise(p) == normalise(t)) for p, t in zip(preds, targets)]
+            f1 = None if name == "loglik" else sum(map(token_f1, preds, targets)) / len(examples)
+            by_scorer[name] = TaskScore(task.name, key, name, sum(correct) / len(examples), len(examples), f1,
+                                        truncated, preds, correct)
+        primary = by_scorer[scorers[0]]
+        primary.also = {name: found for name, found in by_scorer.items() if name != scorers[0]}
+        results[key] = primary
     return results
 
 
@@ -121,7 +125,9 @@ def scoring_order(prompts: Sequence[Sequence[int]]) -> list[int]:
 
 
 def answer_budget(tokenizer, task: Task, config: EvalConfig) -> int:
-    if config.scorer == "generate":
+    """Tokens kept free for the answer when a long input is cut: the longest label (+ eos and a
+    margin when generating). Several scorers share one prompt, so the largest budget of theirs."""
+    if "generate" in config.all_scorers:
         if config.max_new_tokens:
             return config.max_new_tokens
         if task.labels:

@@ -56,7 +56,9 @@ def evaluate_states(model: nn.Module, tokenizer, tasks: Sequence[Task], states: 
             unique = list(dict.fromkeys(keys.values()))
             scored = score(model, tokenizer, task, states=unique, config=config)
             for label, key in keys.items():
-                results[label][task.name] = dataclasses.replace(scored[key], state=label)
+                found = scored[key]
+                results[label][task.name] = dataclasses.replace(
+                    found, state=label, also={n: dataclasses.replace(o, state=label) for n, o in found.also.items()})
         return results
     finally:
         for name in names.values():

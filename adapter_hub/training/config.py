@@ -21,6 +21,18 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # clipping keeps an outlier batch from wrecking earlier tasks
     max_length: int = 256  # tokens per example; inputs beyond it lose tokens from their left end
     seed: int = 0  # data order, dropout and init all follow it: same seed, same adapter (CPU)
+    # How long to train. "budget": `steps` (or `epochs`), the same for every task — comparable, but a
+    # hard task may end barely learnt and an easy one overtrained. "plateau": hold out a dev split of
+    # the task's training examples (never a test example), score it every `eval_every` steps, stop when
+    # it has not improved by more than `min_delta` for `patience` checks (or at `max_steps`), and
+    # restore the best dev state: every task trained to competence, whatever its difficulty.
+    until: Literal["budget", "plateau"] = "budget"  # the default keeps a run's budget what it says
+    dev_fraction: float = 0.1  # 10% of the training examples: ~50 at 512, enough to see a plateau
+    dev_max: int | None = 100  # at most this many dev examples: each check scores them all (~2 s on CPU)
+    eval_every: int = 16  # steps between checks: 16 x batch 8 = 128 examples, a quarter epoch at 512
+    patience: int = 3  # checks without progress before stopping: 48 steps, long enough to ride out noise
+    min_delta: float = 0.01  # progress = a gain above one dev example in 100 (smaller is noise)
+    max_steps: int = 1000  # the cap when no plateau comes (~2 epochs of 4000 examples at batch 8)
     # Show this training as a progress phase (a bar on a terminal, a line in logs; the command's
     # --quiet silences both). A display setting: changing it never blocks resuming a run.
     progress: bool = True
@@ -36,6 +48,23 @@ class TrainConfig:
             raise ValueError("batch_size and grad_accum must be >= 1")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.until not in ("budget", "plateau"):
+            raise ValueError(f"until must be 'budget' or 'plateau', got {self.until!r}")
+        if not 0 < self.dev_fraction < 1:
+            raise ValueError(f"dev_fraction must be in (0, 1), got {self.dev_fraction}")
+        if self.dev_max is not None and self.dev_max < 1:
+            raise ValueError(f"dev_max must be >= 1 (or unset), got {self.dev_max}")
+        for key in ("eval_every", "patience", "max_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.min_delta < 1:
+            raise ValueError(f"min_delta must be in [0, 1), got {self.min_delta}")
+        if self.until == "plateau" and self.schedule == "cosine":
+            raise ValueError("schedule 'cosine' needs a known end; with until = 'plateau' use 'constant'")
+
+    @property
+    def plateau(self) -> bool:
+        return self.until == "plateau"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +84,9 @@ class TrainResult:
     reused: dict | None = None
     cache_key: str | None = None  # the content key of this training call, when it has one
     trained: Any = field(default=None, repr=False)  # the trained adapter's factors (a LoraAdapter), keyed calls
+    # until = "plateau": why training stopped ("plateau" or "max_steps"), the step whose state was
+    # restored, and the dev curve [[step, accuracy], ...] (step 0 = before training)
+    stop: dict | None = None
 
     def summary(self) -> dict:
         """A compact loss-curve summary for the registry (first, last, min, and a 10-point curve)."""
@@ -70,6 +102,8 @@ class TrainResult:
                "seconds": round(self.seconds, 2), "truncated": self.truncated}
         if self.extra_losses:
             out["extra_last"] = round(self.extra_losses[-1], 6)
+        if self.stop is not None:
+            out["stop"] = self.stop
         return out
 
 

@@ -22,6 +22,7 @@ from adapter_hub.data.prompts import Encoded, encode_examples
 from adapter_hub.training.batches import collate, length_bucketed_batches
 from adapter_hub.training.config import TrainConfig, TrainResult
 from adapter_hub.training.loss import accumulate
+from adapter_hub.training.plateau import PlateauStop, schedule_steps
 
 
 def train_on(
@@ -33,13 +34,19 @@ def train_on(
     params: Sequence[nn.Parameter] | None = None,
     extra_loss: Callable[[], torch.Tensor] | None = None,
     description: str = "train",
+    dev_check: Callable[[], float] | None = None,
 ) -> TrainResult:
     """Run the optimisation; `params` default to every parameter with requires_grad.
 
+    With config.until = "plateau", `dev_check()` (the dev split's accuracy under the model as it is)
+    is called before training and every eval_every steps; training stops at the plateau and the best
+    dev state is restored (training/plateau.py).
     A non-finite loss stops training BEFORE the optimizer steps, so the adapter is left as it was after
     the last good step. One host sync per optimizer step (the loss, for that check and the log)."""
     if not examples:
         raise ValueError("no training examples")
+    if config.plateau and dev_check is None:
+        raise ValueError("until = 'plateau' needs a dev check (the accuracy on a held-out dev split)")
     device = next(model.parameters()).device
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
@@ -48,13 +55,15 @@ def train_on(
     rng = random.Random(config.seed)
     lengths = [len(e.prompt) + len(e.target) for e in examples]
     per_epoch = math.ceil(len(examples) / config.batch_size)
-    total = config.steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
+    total, warmup_of = schedule_steps(config, config.steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum)))
     # PyTorch's own choice of kernels (foreach on CUDA, a per-parameter loop on CPU): forcing foreach on the
     # CPU gives the bit-identical update, 0.70x the optimizer time on the tiny model but 1.07-1.13x on
     # SmolLM2 (benchmarks/bench_optimizer.py), so the default stays
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     parameter_count = sum(p.numel() for p in model.parameters())  # the prefix's cost test: once, not per step
-    warmup = warmup_steps(config, total)
+    warmup = warmup_steps(config, warmup_of)
+    plateau = PlateauStop(config, params, dev_check) if config.plateau else None
+    stopped_by = "max_steps"
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total, config.schedule))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     result = TrainResult(steps=total)
@@ -64,6 +73,8 @@ def train_on(
     start = time.perf_counter()
     try:
         with progress.phase(description or "training", total, "step", enabled=config.progress) as bar:
+            if plateau is not None:
+                plateau.record(0)  # where the task starts: a state may not beat it
             for step in range(total):
                 optimizer.zero_grad(set_to_none=True)
                 micro = []
@@ -93,8 +104,16 @@ def train_on(
                 elapsed = time.perf_counter() - start
                 bar.advance(1, loss=round(step_loss, 4),
                             ex_s=round((step + 1) * config.batch_size * config.grad_accum / max(elapsed, 1e-9), 1))
+                if plateau is not None and (plateau.due(step + 1) or step + 1 == total):
+                    if plateau.record(step + 1):
+                        stopped_by = "plateau"
+                        break
     finally:
         model.train(was_training)
+    if plateau is not None:
+        plateau.restore()
+        result.steps = len(result.losses)
+        result.stop = plateau.summary(stopped_by, result.steps)
     result.seconds = time.perf_counter() - start
     return result
 

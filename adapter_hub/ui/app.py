@@ -267,18 +267,24 @@ def _routing_rows(info) -> list[list[str]]:
 
 def _run_context(info) -> dict[str, Any]:
     strategies = info.results.get("strategies") or {}
+    scorers = summary.scorers_of(info.results)
     heatmaps = []
     for label, entry in strategies.items():
-        if "matrix" in entry:
-            done = entry.get("cells_done", 1)
-            title = f"{label} ({entry.get('strategy', label)})" + (f", mean over {done} cells" if done > 1 else "")
-            heatmaps.append((label, Markup(plots.heatmap(entry["matrix"], entry.get("matrix_tasks") or
-                                                         info.results.get("tasks") or [], title))))
+        for scorer in scorers:
+            view = report.scored(entry, scorer, scorers[0])
+            if "matrix" in view:
+                done = entry.get("cells_done", 1)
+                title = (f"{label} ({entry.get('strategy', label)}, {scorer})"
+                         + (f", mean over {done} cells" if done > 1 else ""))
+                heatmaps.append((label, Markup(plots.heatmap(view["matrix"], entry.get("matrix_tasks") or
+                                                             info.results.get("tasks") or [], title))))
     states = {label: list(zip(entry.get("matrix_tasks") or [], entry.get("states") or []))
               for label, entry in strategies.items() if entry.get("states")}
     return {"heatmaps": heatmaps, "curve": Markup(_curve_svg(info)), "states": states, "routing": _routing_rows(info),
             "routing_header": ROUTING_HEADER, "comparison_header": report.COMPARISON_HEADER[1:],
             "comparison": [row[1:] for row in report.comparison_rows([info])],
             "difference_header": report.DIFFERENCE_HEADER, "differences": report.difference_rows(info),
+            "format_header": report.FORMAT_HEADER, "formats": report.format_rows(info),
+            "competence": report.competence_notes(info), "scorers": scorers,
             "phase_header": report.PHASE_HEADER, "phases": report.phase_rows(info),
             "base_seconds": info.results.get("base_seconds")}

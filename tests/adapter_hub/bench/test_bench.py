@@ -403,3 +403,22 @@ def test_scoring_only_the_next_future_task_leaves_every_metric_unchanged(tmp_pat
     assert evaluations(full_reg) - evaluations(next_reg) == 1  # seq's state 1 on animal (per_task records own tasks)
     with pytest.raises(ValueError, match="future_tasks must be 'all' or 'next'"):
         BenchConfig.from_dict({**base, "future_tasks": "some"})
+
+
+def test_a_task_whose_training_does_nothing_is_flagged_not_learnt(tmp_path):
+    """With a learning rate too small to move anything the diagonal is the base model's accuracy on
+    every task: each task is marked not learnt (its margin's interval holds 0), for both scorers; with
+    a real learning rate the same tasks are learnt."""
+    def run(lr: float, name: str):
+        raw = {"name": name, "base_model": "tiny-llama", "tasks": ["builtin:topic", "builtin:animal"],
+               "max_train": 256, "max_test": 32, "lora": {"r": 8},
+               "train": {"steps": 200, "lr": lr, "batch_size": 16, "max_length": 96, "progress": False},
+               "eval": {"batch_size": 32, "scorers": ["loglik", "generate"]}, "strategies": [{"name": "per_task"}]}
+        return run_bench(BenchConfig.from_dict(raw), Registry.open(tmp_path / "r"), echo=lambda m: None).results
+
+    still = run(1e-12, "still")["strategies"]["per_task"]
+    for competence in (still["competence"], still["also"]["generate"]["competence"]):
+        assert {t: c["learnt"] for t, c in competence.items()} == {"topic": False, "animal": False}, competence
+        assert all(c["low"] <= 0 <= c["high"] for c in competence.values())
+    moving = run(3e-3, "moving")["strategies"]["per_task"]
+    assert {t: c["learnt"] for t, c in moving["competence"].items()} == {"topic": True, "animal": True}, moving["competence"]

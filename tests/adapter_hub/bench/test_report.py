@@ -40,10 +40,10 @@ def _run(seeds: int, other_final: float) -> SimpleNamespace:
 
 def test_verdicts_name_only_the_significant_metrics_and_qualify_one_seed():
     (row,) = difference_rows(_run(seeds=3, other_final=0.85))  # replay keeps task 1: +0.35 on it, +0.175 ACC
-    assert row[:2] == ["replay − seq", "3"] and row[2].startswith("+0.1") and "*" in row[2]
+    assert row[:3] == ["replay − seq", "loglik", "3"] and row[3].startswith("+0.1") and "*" in row[3]
     assert row[-1].startswith("significant: ACC higher (p=0.000), BWT higher (p=0.000), F lower (p=0.000)")
     (row,) = difference_rows(_run(seeds=3, other_final=0.5))  # the same behaviour: differences are noise
-    assert row[-1] == "no difference" and "*" not in row[2] + row[3] + row[4]
+    assert row[-1] == "no difference" and "*" not in row[3] + row[4] + row[5]
     (row,) = difference_rows(_run(seeds=1, other_final=0.85))
     assert row[-1].endswith("(one seed: test-example noise only, training noise not measured)")
     assert row[-1].startswith("significant: ACC higher")
