@@ -18,6 +18,7 @@ from adapter_hub.bench.config import BenchConfig, StrategyEntry
 from adapter_hub.bench.provenance import code_version
 from adapter_hub.bench.summary import summarise
 from adapter_hub.continual import STRATEGIES, ContinualConfig
+from adapter_hub.continual.per_task import restore_router
 from adapter_hub.continual.runner import run_sequence
 from adapter_hub.evaluation import Routed, TaskScore, evaluate_states
 from adapter_hub.evaluation.router import (
@@ -94,8 +95,8 @@ class CellRunner:
         wanted: dict[str, set[str]] | None = {} if only_next else None  # state -> the tasks it is scored on
         for i in range(1, T + 1):
             oracle = {t.name: (seq.steps[j].state if j < i else None) for j, t in enumerate(tasks)}
-            if router == "prototype":
-                routes[i] = {t.name: self._routes(t, seq, i) for t in tasks}
+            if router in ("prototype", "analytic"):
+                routes[i] = {t.name: self._routes(t, seq, i, router) for t in tasks}
                 states[f"@{i}"] = Routed({name: [seq.steps[c].state for c in chosen] for name, chosen in routes[i].items()})
                 states[f"oracle@{i}"] = oracle
             else:
@@ -123,15 +124,15 @@ class CellRunner:
                         self.registry.record_evaluation(ref, task=t.name, metric="accuracy", value=one.accuracy,
                                                         dataset=t.fingerprint(), scorer=one.scorer, run=self.name)
                 elif j == i - 1:  # per_task: step i's adapter, scored on its own task with the task id given
-                    own = scores[f"oracle@{i}" if router == "prototype" else f"@{i}"][t.name]
+                    own = scores[f"oracle@{i}" if router in ("prototype", "analytic") else f"@{i}"][t.name]
                     self.registry.record_evaluation(ref, task=t.name, metric="accuracy", value=own.accuracy,
                                                     dataset=t.fingerprint(), scorer=own.scorer, run=self.name,
                                                     context=f"{entry.name}: the task's own adapter (task id given)")
-        if router == "prototype":
+        if router in ("prototype", "analytic"):
             oracle_R = [[accuracy(f"oracle@{i}", t) for t in tasks] for i in range(1, T + 1)]
             routed_right = [router_accuracy(tasks[:i], routes[i]) for i in range(1, T + 1)]
             acc, oracle_acc = sum(out["matrix"][-1]) / T, sum(oracle_R[-1]) / T
-            out["router"] = {"name": "prototype", "accuracy": routed_right, "oracle_matrix": oracle_R,
+            out["router"] = {"name": router, "accuracy": routed_right, "oracle_matrix": oracle_R,
                              "oracle_acc": oracle_acc, "acc_over_oracle": acc / oracle_acc if oracle_acc else None}
         return out
 
@@ -182,8 +183,10 @@ class CellRunner:
                                                  max_length=self.eval.length)
         return self._features[task.name]
 
-    def _routes(self, task, seq, learnt: int) -> list[int]:
+    def _routes(self, task, seq, learnt: int, router: str) -> list[int]:
         """The step (0-based) whose adapter each of task's test examples is sent to, after `learnt` tasks."""
+        if router == "analytic":
+            return restore_router(seq.steps[learnt - 1]).route(self._test_features(task).double().numpy())
         prototypes = [Prototype.from_dict(seq.steps[j].info["prototype"]) for j in range(learnt)]
         return nearest_prototype(self._test_features(task), prototypes)
 

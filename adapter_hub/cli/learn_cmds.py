@@ -13,7 +13,7 @@ from registry.refs import check_name
 
 # Kept in step with adapter_hub.continual.STRATEGIES by a test; listed here so `--help` needs no torch import.
 STRATEGY_NAMES = ["seq", "inc", "olora", "nlora", "inflora", "replay", "replay_gen", "ewc", "per_task", "mtl",
-                  "merge"]
+                  "merge", "slao", "ella"]
 
 
 @cli.command()

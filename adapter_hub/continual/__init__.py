@@ -11,11 +11,14 @@
   per_task  independent adapters, the task id given at test (the no-interference reference)
   mtl       joint training on all tasks so far (the upper bound; R* for intransigence)
   merge     independent adapters merged after each task (TIES + rank reduction by default)
+  slao      one adapter: orthonormal re-init of A, asymmetric time-aware merge after each task (SLAO)
+  ella      seq + a penalty on aligning with the past update's high-energy directions (ELLA, reconstructed)
 """
 
 from __future__ import annotations
 
 from adapter_hub.continual.base import ContinualConfig, StepResult, Strategy
+from adapter_hub.continual.ella import ELLA
 from adapter_hub.continual.ewc import EWC
 from adapter_hub.continual.inc import Incremental
 from adapter_hub.continual.inflora import InfLoRA
@@ -27,10 +30,11 @@ from adapter_hub.continual.per_task import PerTask
 from adapter_hub.continual.replay import Replay
 from adapter_hub.continual.replay_gen import GenerativeReplay
 from adapter_hub.continual.seq import Sequential
+from adapter_hub.continual.slao import SLAO
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (Sequential, Incremental, OLoRA, NLoRA, InfLoRA, Replay, GenerativeReplay, EWC,
-                              PerTask, MultiTask, Merge)
+                              PerTask, MultiTask, Merge, SLAO, ELLA)
 }
 
 
@@ -40,4 +44,4 @@ def make_strategy(name: str, model, tokenizer, config: ContinualConfig, **params
     return STRATEGIES[name](model, tokenizer, config, **params)
 
 
-__all__ = ["STRATEGIES", "make_strategy", "ContinualConfig", "StepResult", "Strategy"]
+__all__ = ["STRATEGIES", "ContinualConfig", "StepResult", "Strategy", "make_strategy"]

@@ -84,6 +84,12 @@ class Strategy:
         self.step_cache: RegistryStepCache | None = None
         self._splits: dict[str, tuple[list[int], list[int]]] = {}  # task -> (train, dev) indices
 
+    @property
+    def warm_start(self) -> bool:
+        """Whether each step's state grows out of the previous one (its lineage: trained_from it), for
+        strategies whose states otherwise stand alone (per_task)."""
+        return not self.per_task_states
+
     @classmethod
     def check_params(cls, params: dict[str, Any], where: str = "") -> None:
         """Refuse unknown names and values of the wrong kind (before a run writes anything);

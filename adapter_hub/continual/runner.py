@@ -110,8 +110,8 @@ def _register(registry, run: str, strat, result: StepResult, refs: list[str | No
     if result.state_inputs:  # lineage: merged_from the registered inputs
         result.state.provenance["inputs"] = [a.label() for a in result.state_inputs]
         parents = None
-    else:  # lineage: trained_from the previous state (per_task states stand alone)
-        parents = [previous] if previous and not strat.per_task_states else None
+    else:  # lineage: trained_from the previous state (fresh per_task states stand alone)
+        parents = [previous] if previous and strat.warm_start else None
     tags = _tags(run, strat.name, result.step, "state")
     trained = result.train
     if trained is not None and trained.cache_key and trained.trained is not None \

@@ -101,4 +101,4 @@ def router_accuracy(learnt: Sequence, routes: dict[str, list[int]]) -> float:
     return hits / sum(len(routes[task.name]) for task in learnt)
 
 
-ROUTERS = ("oracle", "prototype")
+ROUTERS = ("oracle", "prototype", "analytic")

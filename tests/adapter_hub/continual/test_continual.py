@@ -545,7 +545,7 @@ class Interrupt(Exception):
 
 
 @pytest.mark.parametrize("strategy", ["seq", "olora", "nlora", "inflora", "replay", "replay_gen", "ewc", "merge",
-                                      "per_task", "mtl"])
+                                      "per_task", "mtl", "slao", "ella"])
 def test_resumed_sequence_equals_uninterrupted(tiny_model, tokenizer, tmp_path, strategy):
     tasks = [load_task("builtin:sentiment", max_train=96), load_task("builtin:topic", max_train=96),
              load_task("builtin:animal", max_train=96)]
@@ -621,7 +621,7 @@ def test_strategies_report_how_many_inputs_were_truncated(tiny_model, tokenizer,
 
 def test_strategy_selection_errors(tiny_model, tokenizer):
     assert sorted(STRATEGIES) == sorted(["seq", "inc", "olora", "nlora", "inflora", "replay", "replay_gen", "ewc",
-                                         "per_task", "mtl", "merge"])
+                                         "per_task", "mtl", "merge", "slao", "ella"])
     with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         make_strategy("nope", tiny_model(), tokenizer, config())
     with pytest.raises(ValueError, match="has no parameter"):
