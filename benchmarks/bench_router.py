@@ -9,6 +9,7 @@ fraction sent to their own task (what `per_task` with that router would need to 
 
 Run:  python benchmarks/bench_router.py --data-root ../shared/data/cl_benchmark \
           --tasks imdb cb dbpedia agnews [--model smollm2-135m] [--json out.json]
+      python benchmarks/bench_router.py --tasks topic sentiment sentiment_flip animal   (built-in tasks)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from adapter_hub.evaluation.router import Prototype, features, nearest_prototype
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--data-root", help="folder of the named tasks; without it they are built-in tasks")
     parser.add_argument("--tasks", nargs="+", required=True)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--max-train", type=int, default=512)
@@ -40,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
 
     model, tokenizer = load_base_model(args.model), load_tokenizer(args.model)
-    tasks = [load_task(Path(args.data_root) / name, max_train=args.max_train, max_test=args.max_test, seed=args.seed)
-             for name in args.tasks]
+    specs = [Path(args.data_root) / name if args.data_root else f"builtin:{name}" for name in args.tasks]
+    tasks = [load_task(spec, max_train=args.max_train, max_test=args.max_test, seed=args.seed) for spec in specs]
     started = time.perf_counter()
     train = [features(model, tokenizer, [e.text for e in t.train], max_length=args.max_length) for t in tasks]
     test = [features(model, tokenizer, [e.text for e in t.test], max_length=args.max_length) for t in tasks]
