@@ -23,6 +23,8 @@ A bench config's cost instead (`--config`): one seed of it, run once with everyt
 into training (the optimizer steps), dev checks (plateau training's held-out scoring) and scoring (every
 state on every task, both scorers, and the base model):
       python benchmarks/bench_cl_run.py --config examples/cl_regime.toml --data-root ../shared/data/cl_benchmark
+The same split of a run already made, per seed and per strategy, from its export (no model loaded):
+      python benchmarks/bench_cl_run.py --export benchmarks/results/cl_regime/run_export.json
 """
 
 from __future__ import annotations
@@ -79,15 +81,62 @@ def code_paths_off(off: tuple[str, ...]):
         loss.decoder_and_head, loss.shared_prefix_length, scoring.scoring_order = saved
 
 
+def _dev_seconds(loss: dict | None) -> float:
+    """Dev-check seconds a training call spent; 0 for a step reloaded from the step cache (its summary
+    repeats the original's, whose time belongs to the cell that trained it)."""
+    if not loss or loss.get("reused_from"):
+        return 0.0
+    return float((loss.get("stop") or {}).get("dev_seconds") or 0.0)
+
+
+def cell_split(cell: dict) -> dict[str, float]:
+    """One cell's seconds: training (optimizer steps), dev checks (plateau training's held-out
+    scoring, counted inside the cell's training time) and scoring its states."""
+    train = cell.get("train_seconds") or 0.0
+    dev = sum(_dev_seconds(loss) for loss in cell.get("losses") or [])
+    return {"training_s": train - dev, "dev_checks_s": dev, "scoring_s": cell.get("eval_seconds") or 0.0}
+
+
 def time_split(results: dict) -> dict[str, float]:
-    """Seconds of a finished run spent training (optimizer steps), in dev checks, and scoring."""
-    cells = [cell for entry in results["strategies"].values() for cell in entry["cells"].values()]
-    train = sum(cell.get("train_seconds") or 0.0 for cell in cells)
-    dev = sum(((loss or {}).get("stop") or {}).get("dev_seconds") or 0.0 for cell in cells
-              for loss in cell.get("losses") or [])
-    scoring = results.get("eval_seconds") or 0.0  # every cell's scoring and the base model's
-    return {"training_s": round(train - dev, 1), "dev_checks_s": round(dev, 1), "scoring_s": round(scoring, 1),
-            "total_s": round(train + scoring, 1)}
+    """Seconds of a run spent training (optimizer steps), in dev checks, and scoring (every cell's and
+    the base model's)."""
+    cells = [cell for entry in results["strategies"].values() for cell in (entry.get("cells") or {}).values()]
+    split = {k: sum(cell_split(c)[k] for c in cells) for k in ("training_s", "dev_checks_s")}
+    scoring = results.get("eval_seconds") or 0.0
+    return {k: round(v, 1) for k, v in {**split, "scoring_s": scoring,
+                                        "total_s": sum(split.values()) + scoring}.items()}
+
+
+def split_by_seed(results: dict) -> dict[str, object]:
+    """An existing run's time, per seed and per (seed, strategy), split as `cell_split` does; the base
+    model's scoring (once per run) is reported on its own. Cells still running are not counted."""
+    out: dict[str, object] = {"base_model_scoring_s": results.get("base_seconds")}
+    seeds: dict[int, dict[str, float]] = {}
+    for label, entry in results["strategies"].items():
+        for cell in (entry.get("cells") or {}).values():
+            if cell.get("eval_seconds") is None:
+                continue
+            part = cell_split(cell)
+            for k, v in part.items():
+                out[f"seed{cell['seed']}_{label}_{k}"] = round(v, 1)
+            total = seeds.setdefault(cell["seed"], {"cells": 0, "training_s": 0.0, "dev_checks_s": 0.0, "scoring_s": 0.0})
+            total["cells"] += 1
+            for k, v in part.items():
+                total[k] += v
+    for seed, total in sorted(seeds.items()):
+        for k, v in total.items():
+            out[f"seed{seed}_{k}"] = round(v, 1) if isinstance(v, float) else v
+        out[f"seed{seed}_total_s"] = round(total["training_s"] + total["dev_checks_s"] + total["scoring_s"], 1)
+    return out
+
+
+def from_export(args) -> None:
+    """Where an exported run's time went (`adapter-hub bench export RUN FILE`), no model loaded."""
+    import json
+
+    exported = json.loads(Path(args.export).read_text())
+    results = {"run": exported.get("name"), "status": exported.get("status"), **split_by_seed(exported["results"])}
+    emit(results, args.json, width=52)
 
 
 def run_config(args) -> None:
@@ -139,7 +188,11 @@ def main() -> None:
     parser.add_argument("--no-warmup", action="store_true", help="skip the discarded first run (costly on a real model)")
     parser.add_argument("--json")
     parser.add_argument("--config", help="time one seed of this bench config instead (see the module docstring)")
+    parser.add_argument("--export", help="split an exported run's time per seed and strategy (nothing is run)")
     args = parser.parse_args()
+    if args.export:
+        from_export(args)
+        return
     if args.config:
         run_config(args)
         return
