@@ -111,22 +111,18 @@ def split_by_seed(results: dict) -> dict[str, object]:
     """An existing run's time, per seed and per (seed, strategy), split as `cell_split` does; the base
     model's scoring (once per run) is reported on its own. Cells still running are not counted."""
     out: dict[str, object] = {"base_model_scoring_s": results.get("base_seconds")}
-    seeds: dict[int, dict[str, float]] = {}
+    by_seed: dict[int, list[dict[str, float]]] = {}
     for label, entry in results["strategies"].items():
         for cell in (entry.get("cells") or {}).values():
             if cell.get("eval_seconds") is None:
                 continue
             part = cell_split(cell)
-            for k, v in part.items():
-                out[f"seed{cell['seed']}_{label}_{k}"] = round(v, 1)
-            total = seeds.setdefault(cell["seed"], {"cells": 0, "training_s": 0.0, "dev_checks_s": 0.0, "scoring_s": 0.0})
-            total["cells"] += 1
-            for k, v in part.items():
-                total[k] += v
-    for seed, total in sorted(seeds.items()):
-        for k, v in total.items():
-            out[f"seed{seed}_{k}"] = round(v, 1) if isinstance(v, float) else v
-        out[f"seed{seed}_total_s"] = round(total["training_s"] + total["dev_checks_s"] + total["scoring_s"], 1)
+            out.update({f"seed{cell['seed']}_{label}_{k}": round(v, 1) for k, v in part.items()})
+            by_seed.setdefault(cell["seed"], []).append(part)
+    for seed, parts in sorted(by_seed.items()):
+        out[f"seed{seed}_cells"] = len(parts)
+        out.update({f"seed{seed}_{k}": round(sum(p[k] for p in parts), 1) for k in parts[0]})
+        out[f"seed{seed}_total_s"] = round(sum(sum(p.values()) for p in parts), 1)
     return out
 
 
