@@ -203,18 +203,27 @@ def bench_export(ctx: Context, run: str, dest: Path) -> None:
 @bench.command("import")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", help="Import under this name (default: the exported run's).")
+@click.option("--drop", "drop", multiple=True, metavar="CELL",
+              help="Leave this cell out (e.g. seq/s1; repeatable), so `bench run` trains it again: for cells "
+                   "whose results are known to be wrong. Import into a fresh registry.")
 @pass_ctx
-def bench_import(ctx: Context, source: Path, name: str | None) -> None:
+def bench_import(ctx: Context, source: Path, name: str | None, drop: tuple[str, ...]) -> None:
     """Recreate an exported run from SOURCE here. Running `bench run` with the same config then
     resumes it: finished cells are kept as they were, only the missing ones are trained.
 
-    Example: adapter-hub bench import my-run.json"""
+    Example: adapter-hub bench import my-run.json --drop seq/s1"""
     import json
+
+    from adapter_hub.bench.prune import without_cells
+    from registry.runs import check_document
 
     try:
         document = json.loads(source.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise click.UsageError(f"{source} is not JSON: {exc}")
+    if drop:
+        check_document(document)  # the document's own errors first, as a plain import would give them
+        document = without_cells(document, drop)  # an unknown cell: refused before the registry is opened
     info = ctx.registry(create=True).runs.import_document(document, name=name)
     click.echo(f"imported run {info.name} ({info.status})", err=True)
 

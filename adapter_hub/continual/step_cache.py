@@ -8,7 +8,8 @@ loss term gets a content key — a hash of everything that determines its result
 
   the base model's identity, the weights (and LoRA config) of every adapter in the forward pass and
   which of them train (A frozen or not), the encoded examples in order, the training config for the
-  step (seed included), the model's dtype and device type, and the torch / adapter-hub versions.
+  step (seed included; under until = "plateau" the stopping rule's version), the model's dtype and
+  device type, and the torch / adapter-hub versions.
 
 A registered state whose factors are exactly the trained adapter's is tagged `step_key=<key>`; a
 later call with the same key loads those factors instead of training (and records which version it
@@ -31,6 +32,7 @@ from adapter_hub.core.adapter import LoraAdapter
 from adapter_hub.core.factors import tensor_bytes
 from adapter_hub.data.prompts import Encoded
 from adapter_hub.lora import base_identity, lora_layers
+from adapter_hub.training import plateau
 from adapter_hub.training.config import TrainConfig
 
 TAG = "step_key"
@@ -40,6 +42,8 @@ def step_key(model: nn.Module, names_trained: Sequence[str], names_active: Seque
              examples: Sequence[Encoded], train: TrainConfig, pad_id: int, frozen_A: bool) -> str:
     h = hashlib.sha256()
     settings = {k: v for k, v in train.to_dict().items() if k != "progress"}  # display only
+    if train.plateau:
+        settings["plateau_rule"] = plateau.RULE
     head = {"base": base_identity(model).to_dict(), "lora": lora_config, "train": settings, "pad": pad_id,
             "trained": len(names_trained), "active": len(names_active), "frozen_A": frozen_A,  # names are labels
             "dtype": str(next(model.parameters()).dtype), "device": next(model.parameters()).device.type,

@@ -3,6 +3,7 @@
   config.py   TrainConfig (every default with its reason) and TrainResult
   batches.py  length-bucketed batches, collation with the answer positions
   loss.py     answer-only loss: the head at the answer positions, the shared instruction run once
+  plateau.py  until = "plateau": the dev checks, when to stop, the best state put back
   loop.py     train_on (what strategies call) and train_task (the one-task path)
 """
 

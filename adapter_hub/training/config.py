@@ -85,7 +85,7 @@ class TrainResult:
     cache_key: str | None = None  # the content key of this training call, when it has one
     trained: Any = field(default=None, repr=False)  # the trained adapter's factors (a LoraAdapter), keyed calls
     # until = "plateau": why training stopped ("plateau" or "max_steps"), the step whose state was
-    # restored, and the dev curve [[step, accuracy], ...] (step 0 = before training)
+    # restored (never step 0), and the dev curve [[step, accuracy], ...] (step 0 = before training)
     stop: dict | None = None
 
     def summary(self) -> dict:

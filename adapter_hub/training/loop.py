@@ -74,7 +74,7 @@ def train_on(
     try:
         with progress.phase(description or "training", total, "step", enabled=config.progress) as bar:
             if plateau is not None:
-                plateau.record(0)  # where the task starts: a state may not beat it
+                plateau.record(0)  # where the task starts, for the curve (never restored)
             for step in range(total):
                 optimizer.zero_grad(set_to_none=True)
                 micro = []

@@ -3,6 +3,12 @@ split is scored; the state with the best dev accuracy is kept (a copy of the tra
 training stops once `patience` checks in a row have not beaten the best by more than `min_delta`, or
 at `max_steps`, and the best state is put back — bit for bit, so the adapter a step registers is the
 one its dev accuracy was measured on.
+
+The check before training (step 0) goes on the curve as where the task started, but it is never a
+candidate: a state that has not seen the task cannot be the task's result. It used to be one, and on
+a 25-example dev split (cb) two noisy checks that failed to beat the previous task's adapter ended
+training at step 32 and registered that untrained adapter as the task's state (seq, seed 1 of the
+regime run: cb at 0.27). The first trained check is the first best, and patience counts from there.
 """
 
 from __future__ import annotations
@@ -14,6 +20,10 @@ import torch
 from torch import nn
 
 from adapter_hub.training.config import TrainConfig
+
+# Which stopping rule a plateau-trained state was made with; part of the step cache's key, so a state
+# trained under an earlier rule is never served as this rule's result. 2: step 0 is never restored.
+RULE = 2
 
 
 class PlateauStop:
@@ -30,11 +40,14 @@ class PlateauStop:
         return steps_done % self.config.eval_every == 0
 
     def record(self, steps_done: int) -> bool:
-        """Score the dev split now; True when training should stop (no progress for `patience` checks)."""
+        """Score the dev split now; True when training should stop (no progress for `patience` checks).
+        At step 0 (before training) the score is only recorded: the untrained state is never restored."""
         start = time.perf_counter()
         accuracy = float(self.check())
         self.seconds += time.perf_counter() - start
         self.curve.append([steps_done, round(accuracy, 6)])
+        if steps_done == 0:
+            return False
         if self.best is None or accuracy > self.best + self.config.min_delta:
             self.best, self.best_step, self._since_best = accuracy, steps_done, 0
             self._best_state = [p.detach().clone() for p in self.params]

@@ -422,3 +422,36 @@ def test_a_task_whose_training_does_nothing_is_flagged_not_learnt(tmp_path):
         assert all(c["low"] <= 0 <= c["high"] for c in competence.values())
     moving = run(3e-3, "moving")["strategies"]["per_task"]
     assert {t: c["learnt"] for t, c in moving["competence"].items()} == {"topic": True, "animal": True}, moving["competence"]
+
+
+def test_a_dropped_cell_is_trained_again_and_the_rest_kept(tmp_path):
+    """bench import --drop: the cell's results and steps are left out, every summary is recomputed from
+    the cells that stay, and resuming trains that cell alone, to the same numbers (training is seeded)."""
+    import tomllib
+
+    raw = tomllib.loads(CONFIG.format(name="dropped").replace('tasks = ["builtin:topic", "builtin:sentiment"]',
+                                                               'tasks = ["builtin:topic", "builtin:sentiment"]\n'
+                                                               'seeds = [3, 4]')
+                        .replace("steps = 40", "steps = 10").replace('[[strategies]]\nname = "per_task"\n', "")
+                        .replace('[[strategies]]\nname = "mtl"\n', ""))
+    reference = run_bench(BenchConfig.from_dict(raw), Registry.open(tmp_path / "a"), echo=lambda m: None)
+    exported = tmp_path / "dropped.json"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--registry", str(tmp_path / "a"), "bench", "export", "dropped", str(exported)]).exit_code == 0
+    bad = runner.invoke(cli, ["--registry", str(tmp_path / "c"), "bench", "import", str(exported), "--drop", "seq/s9"])
+    assert bad.exit_code != 0 and "cell 'seq/s9' is not in this run" in bad.output and "seq/s3, seq/s4" in bad.output
+    assert not (tmp_path / "c").exists()  # refused before the registry was opened
+    out = runner.invoke(cli, ["--registry", str(tmp_path / "c"), "bench", "import", str(exported), "--drop", "seq/s4"])
+    assert out.exit_code == 0 and "imported run dropped (failed)" in out.output, out.output
+    reg = Registry.open(tmp_path / "c")
+    imported = reg.runs.get("dropped").results["strategies"]["seq"]
+    kept = reference.results["strategies"]["seq"]["cells"]["seq/s3"]
+    assert sorted(imported["cells"]) == ["seq/s3"] and imported["cells_done"] == 1
+    assert imported["matrix"] == kept["matrix"]  # the summary is the one cell's, not the two cells' mean
+    resumed = run_bench(BenchConfig.from_dict(raw), reg, echo=lambda m: None)
+    cells = resumed.results["strategies"]["seq"]["cells"]
+    assert cells["seq/s3"]["states"] == kept["states"]  # kept as imported: its versions live in registry a
+    again, original = cells["seq/s4"], reference.results["strategies"]["seq"]["cells"]["seq/s4"]
+    assert again["matrix"] == original["matrix"] and again["correct"] == original["correct"]
+    assert len(reg.versions("topic")) == 1  # only the dropped cell was trained here
+    assert resumed.results["strategies"]["seq"]["matrix"] == reference.results["strategies"]["seq"]["matrix"]

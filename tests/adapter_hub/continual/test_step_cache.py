@@ -58,6 +58,23 @@ def test_a_changed_input_is_never_reused(tiny_model, tokenizer, tasks, tmp_path)
     assert again.steps[0].train.reused  # the same inputs once more: reused
 
 
+def test_a_state_from_an_earlier_plateau_rule_is_never_served(tiny_model, monkeypatch):
+    from adapter_hub.continual.step_cache import step_key
+    from adapter_hub.training import plateau
+
+    model = tiny_model("tiny-llama")
+    plateau_config = TrainConfig(until="plateau", max_steps=32, progress=False)
+    budget_config = TrainConfig(steps=5, progress=False)
+
+    def key(config: TrainConfig) -> str:
+        return step_key(model, [], [], {}, [], config, pad_id=0, frozen_A=False)
+
+    before = key(plateau_config), key(budget_config)
+    monkeypatch.setattr(plateau, "RULE", plateau.RULE - 1)
+    assert key(plateau_config) != before[0]  # a plateau state of the older rule: not this rule's result
+    assert key(budget_config) == before[1]  # a fixed budget has no stopping rule
+
+
 RUN = """
 name = "shared"
 base_model = "tiny-llama"

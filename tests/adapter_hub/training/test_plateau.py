@@ -51,6 +51,25 @@ def test_stops_when_the_dev_curve_is_flat_and_restores_the_best_state_bit_for_bi
     assert not all(torch.equal(r, s) for r, s in zip(restored, seen[-1]))  # not the last one
 
 
+def test_the_state_before_training_is_never_restored(tiny_model, tokenizer):
+    # The regime run's flaw, scripted: the previous task's adapter scores best on a small dev split
+    # (0.52 at step 0) and training does not beat it within patience. The task's state must be a
+    # trained one (the best trained check), never the untrained start.
+    model = attach(tiny_model(), LoraConfig(r=4, alpha=8), name="a", seed=0)
+    task = load_task("builtin:topic", max_train=64)
+    examples, _ = encode_examples(tokenizer, task, task.train, 128)
+    check, seen = _scripted(model, [0.52, 0.44, 0.48, 0.40, 0.43, 0.45])
+    config = TrainConfig(**{**PLATEAU, "patience": 2, "min_delta": 0.02})
+    result = train_on(model, examples, config, pad_id=tokenizer.pad_token_id, dev_check=check)
+    # step 4 (0.44) is the first best; 0.48 at step 8 beats it by more than 0.02; 12 and 16 do not
+    assert result.stop["reason"] == "plateau" and result.stop["steps_run"] == 16
+    assert result.stop["best_step"] == 8 and result.stop["best_dev"] == 0.48
+    assert result.stop["dev"][0] == [0, 0.52]  # the start stays on the curve
+    restored = [p.detach() for p in lora_parameters(model)]
+    assert all(torch.equal(r, s) for r, s in zip(restored, seen[2]))
+    assert not all(torch.equal(r, s) for r, s in zip(restored, seen[0]))
+
+
 def test_a_curve_that_keeps_rising_runs_to_max_steps(tiny_model, tokenizer):
     model = attach(tiny_model(), LoraConfig(r=4, alpha=8), name="a", seed=0)
     task = load_task("builtin:topic", max_train=32)
