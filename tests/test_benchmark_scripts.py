@@ -1,0 +1,43 @@
+"""The benchmark scripts RESULTS.md quotes numbers from: checked on hand-made exports."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(seed: int, acc: float, bwt: float, stops: list[dict] | None = None) -> dict:
+    return {"seed": seed, "tasks": ["a", "b"][: len(stops or [])], "metrics": {"acc": acc, "bwt": bwt},
+            "losses": stops or []}
+
+
+def test_replay_flags_exactly_the_cells_whose_stop_the_rule_now_changes():
+    replay = _script("replay_plateau")
+    restored_start = {"reason": "plateau", "steps_run": 32, "best_step": 0, "dev": [[0, 0.52], [16, 0.44], [32, 0.52]]}
+    ordinary = {"reason": "plateau", "steps_run": 48, "best_step": 16, "dev": [[0, 0.49], [16, 0.71], [32, 0.72], [48, 0.61]]}
+    document = {"config": {"train": {"until": "plateau", "eval_every": 16, "patience": 2, "min_delta": 0.02,
+                                     "max_steps": 160, "schedule": "constant"}},
+                "results": {"strategies": {"seq": {"cells": {
+                    "seq/s0": _cell(0, 0.7, -0.1, [{"stop": ordinary}, {"stop": ordinary}]),
+                    "seq/s1": _cell(1, 0.5, -0.3, [{"stop": ordinary}, {"stop": restored_start}])}}}}}
+    changed = replay.changed_cells(document)
+    assert list(changed) == ["seq/s1"] and "b: stored ('plateau', 32, 0), needs more checks" in changed["seq/s1"][0]
+
+
+def test_the_gap_share_uses_only_the_seeds_all_three_strategies_have():
+    tables = _script("regime_tables")
+    strategies = {"seq": {"cells": {"s0": _cell(0, 0.60, -0.2), "s1": _cell(1, 0.40, -0.3)}},
+                  "mtl": {"cells": {"s0": _cell(0, 0.80, 0.1), "s1": _cell(1, 0.90, 0.1)}},
+                  "x": {"cells": {"s0": _cell(0, 0.79, 0.0)}}}  # seed 1 not run yet
+    lines = tables.gap_lines(strategies, "seq", "generate")
+    # seed 0 alone: (0.79 - 0.60) / (0.80 - 0.60) = 95%; pooling seq's seed 1 in would give 0.79 vs 0.50
+    assert lines[-1] == "- x, seeds [0]: 95% (0.600 → 0.800; x 0.790, BWT +0.000)"
