@@ -4,7 +4,12 @@ format forgetting and the tasks not learnt; then the paired differences against 
 each strategy's share of the baseline -> mtl generate-ACC gap (issue 29's bar: >= 95%, BWT >= -0.02,
 the difference from the baseline significant). Reads JSON only (no torch), so it runs beside a run.
 
-    python benchmarks/regime_tables.py benchmarks/results/cl_regime/run_export.json
+    python benchmarks/regime_tables.py benchmarks/results/cl_regime/run_export.json \
+        --data-root ../shared/data/cl_benchmark
+
+With --data-root (the run's task folders) it also checks issue 28's bar for "learnt" on every cell's
+diagonal under the primary scorer: at least the base model's accuracy + 0.25 and the test set's
+majority-label rate + 0.15 (more than guessing the common label).
 """
 
 from __future__ import annotations
@@ -101,12 +106,48 @@ def tables(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def majority_rates(document: dict[str, Any], data_root: str) -> dict[str, float]:
+    """task -> the share of its most common label among the test examples the run scored."""
+    from collections import Counter
+    from pathlib import Path
+
+    from adapter_hub.data import load_tasks
+
+    config = document["config"]
+    tasks = load_tasks([str(Path(data_root) / name) for name in config["tasks"]], max_train=config["max_train"],
+                       max_test=config["max_test"], seed=config["seed"])
+    return {t.name: Counter(e.target for e in t.test).most_common(1)[0][1] / len(t.test) for t in tasks}
+
+
+def below_bar(document: dict[str, Any], majority: dict[str, float]) -> list[str]:
+    """One line per cell whose diagonal misses issue 28's bar on some task (none: every task learnt)."""
+    results = document["results"]
+    base = results.get("base_by_task", {})
+    lines = []
+    for entry in results["strategies"].values():
+        for key, cell in (entry.get("cells") or {}).items():
+            missed = [f"{t} {cell['matrix'][i][i]:.3f} (bar {max(base[t] + 0.25, majority[t] + 0.15):.3f})"
+                      for i, t in enumerate(cell["tasks"])
+                      if cell["matrix"][i][i] < max(base[t] + 0.25, majority[t] + 0.15)]
+            if missed:
+                lines.append(f"- {key}: " + ", ".join(missed))
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", help="a run exported with `adapter-hub bench export`")
+    parser.add_argument("--data-root", help="the run's task folders: also check issue 28's bar for 'learnt'")
     args = parser.parse_args()
     with open(args.export) as f:
-        print(tables(json.load(f)))
+        document = json.load(f)
+    print(tables(document))
+    if args.data_root:
+        majority = majority_rates(document, args.data_root)
+        print("\nMajority-label rates of the test examples: " + ", ".join(f"{t} {r:.3f}" for t, r in majority.items()))
+        missed = below_bar(document, majority)
+        print("Cells with a task under issue 28's bar for 'learnt' (base + 0.25 and majority + 0.15):")
+        print("\n".join(missed) if missed else "- none: every task of every cell is learnt")
 
 
 if __name__ == "__main__":

@@ -41,3 +41,12 @@ def test_the_gap_share_uses_only_the_seeds_all_three_strategies_have():
     lines = tables.gap_lines(strategies, "seq", "generate")
     # seed 0 alone: (0.79 - 0.60) / (0.80 - 0.60) = 95%; pooling seq's seed 1 in would give 0.79 vs 0.50
     assert lines[-1] == "- x, seeds [0]: 95% (0.600 → 0.800; x 0.790, BWT +0.000)"
+
+
+def test_a_diagonal_under_either_half_of_the_learnt_bar_is_listed():
+    tables = _script("regime_tables")
+    document = {"results": {"base_by_task": {"a": 0.0, "b": 0.5}, "strategies": {"seq": {"cells": {
+        "seq/s0": {"tasks": ["a", "b"], "matrix": [[0.60, None], [0.5, 0.80]]},   # a: under majority 0.5 + 0.15
+        "seq/s1": {"tasks": ["a", "b"], "matrix": [[0.70, None], [0.5, 0.70]]}}}}}}  # b: under base 0.5 + 0.25
+    majority = {"a": 0.50, "b": 0.30}
+    assert tables.below_bar(document, majority) == ["- seq/s0: a 0.600 (bar 0.650)", "- seq/s1: b 0.700 (bar 0.750)"]
