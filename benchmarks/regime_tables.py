@@ -26,9 +26,9 @@ def _ci(entry: dict[str, Any] | None, metric: str) -> str:
     value = (entry.get("metrics") or {}).get(metric)
     if value is None:
         return "—"
+    fmt = "{:+.3f}" if metric == "bwt" else "{:.3f}"  # a sign on differences from zero, not on accuracies
     if not iv or iv.get("low") is None:
-        return f"{value:+.3f}" if metric == "bwt" else f"{value:.3f}"
-    fmt = "{:+.3f}" if metric == "bwt" else "{:.3f}"
+        return fmt.format(value)
     return f"{fmt.format(value)} [{fmt.format(iv['low'])}, {fmt.format(iv['high'])}]"
 
 
@@ -124,11 +124,11 @@ def below_bar(document: dict[str, Any], majority: dict[str, float]) -> list[str]
     results = document["results"]
     base = results.get("base_by_task", {})
     lines = []
+    bar = {t: max(base[t] + 0.25, majority[t] + 0.15) for t in majority}
     for entry in results["strategies"].values():
         for key, cell in (entry.get("cells") or {}).items():
-            missed = [f"{t} {cell['matrix'][i][i]:.3f} (bar {max(base[t] + 0.25, majority[t] + 0.15):.3f})"
-                      for i, t in enumerate(cell["tasks"])
-                      if cell["matrix"][i][i] < max(base[t] + 0.25, majority[t] + 0.15)]
+            missed = [f"{t} {cell['matrix'][i][i]:.3f} (bar {bar[t]:.3f})" for i, t in enumerate(cell["tasks"])
+                      if cell["matrix"][i][i] < bar[t]]
             if missed:
                 lines.append(f"- {key}: " + ", ".join(missed))
     return lines
