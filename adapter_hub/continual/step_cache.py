@@ -8,7 +8,8 @@ loss term gets a content key — a hash of everything that determines its result
 
   the base model's identity, the weights (and LoRA config) of every adapter in the forward pass and
   which of them train (A frozen or not), the encoded examples in order, the training config for the
-  step (seed included; under until = "plateau" the stopping rule's version), the model's dtype and
+  step (seed included; under until = "plateau" the stopping rule's version and, when more than one
+  task's dev split judges the stop, their sizes), the model's dtype and
   device type, and the torch / adapter-hub versions.
 
 A registered state whose factors are exactly the trained adapter's is tagged `step_key=<key>`; a
@@ -39,11 +40,17 @@ TAG = "step_key"
 
 
 def step_key(model: nn.Module, names_trained: Sequence[str], names_active: Sequence[str], lora_config: dict,
-             examples: Sequence[Encoded], train: TrainConfig, pad_id: int, frozen_A: bool) -> str:
+             examples: Sequence[Encoded], train: TrainConfig, pad_id: int, frozen_A: bool,
+             dev_split_sizes: Sequence[int] = ()) -> str:
+    """`examples`: the training examples, then the dev examples (all tasks' in order); `dev_split_sizes`:
+    how many dev examples each task has, when the plateau judges more than one task (the mean of
+    per-task accuracies depends on that grouping, not only on the examples)."""
     h = hashlib.sha256()
     settings = {k: v for k, v in train.to_dict().items() if k != "progress"}  # display only
     if train.plateau:
         settings["plateau_rule"] = plateau.RULE
+        if len(dev_split_sizes) > 1:  # one task: its mean is its accuracy, and older keys stay valid
+            settings["dev_split_sizes"] = list(dev_split_sizes)
     head = {"base": base_identity(model).to_dict(), "lora": lora_config, "train": settings, "pad": pad_id,
             "trained": len(names_trained), "active": len(names_active), "frozen_A": frozen_A,  # names are labels
             "dtype": str(next(model.parameters()).dtype), "device": next(model.parameters()).device.type,

@@ -638,6 +638,26 @@ def test_mtl_learns_both_conflicting_tasks(tiny_model, tokenizer, conflict):
     assert result.steps[-1].train.steps == 2 * 250  # from scratch, with the budget of both tasks
 
 
+def test_mtl_judges_its_plateau_on_the_mean_of_per_task_dev_accuracies(tiny_model, tokenizer, monkeypatch):
+    """Pooled, a task weighs as much as its dev split is large; mtl's stop must weigh every task alike."""
+    import types
+
+    import adapter_hub.continual.base as base
+
+    big, small = load_task("builtin:topic", max_train=200), load_task("builtin:sentiment", max_train=40)
+    plateau = ContinualConfig(LoraConfig(r=4), TrainConfig(until="plateau", max_steps=16, progress=False))
+    strategy = make_strategy("mtl", tiny_model(), tokenizer, plateau)
+    n_big, n_small = len(strategy.split(big)[1]), len(strategy.split(small)[1])
+    assert n_big != n_small  # otherwise pooled and per-task means agree and the test shows nothing
+
+    def scripted(model, tokenizer, task, config, examples):  # every big-task example right, no small one
+        return {base.CURRENT: types.SimpleNamespace(correct=[task.name == big.name] * len(examples))}
+
+    monkeypatch.setattr(base, "score", scripted)
+    assert strategy.dev_check([big, small])() == pytest.approx((1.0 + 0.0) / 2)  # not n_big / (n_big + n_small)
+    assert strategy.dev_check([small])() == 0.0 and strategy.dev_check([big])() == 1.0
+
+
 def test_replay_buffer_rejects_bad_settings():
     with pytest.raises(ValueError, match="sampling"):
         ReplayBuffer("fifo", 0, memory=10)

@@ -75,6 +75,21 @@ def test_a_state_from_an_earlier_plateau_rule_is_never_served(tiny_model, monkey
     assert key(budget_config) == before[1]  # a fixed budget has no stopping rule
 
 
+
+def test_a_multi_task_stop_is_keyed_by_how_its_dev_examples_group_into_tasks(tiny_model):
+    from adapter_hub.continual.step_cache import step_key
+
+    model = tiny_model("tiny-llama")
+    config = TrainConfig(until="plateau", max_steps=32, progress=False)
+
+    def key(sizes) -> str:
+        return step_key(model, [], [], {}, [], config, pad_id=0, frozen_A=False, dev_split_sizes=sizes)
+
+    # One task: the mean of per-task accuracies is its accuracy, so the key (and states cached under the
+    # pooled judgement) stay valid. Several: the grouping decides the stop, and the pooled-era key differs.
+    assert key([25]) == key(())
+    assert len({key(()), key([25, 40]), key([40, 25])}) == 3
+
 RUN = """
 name = "shared"
 base_model = "tiny-llama"
