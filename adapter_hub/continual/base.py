@@ -133,6 +133,10 @@ class Strategy:
             self._splits[task.name] = task.dev_split(t.dev_fraction, t.dev_max, self.config.seed)
         return self._splits[task.name]
 
+    def dev_examples(self, task: Task) -> list:
+        """The task's dev split: the training examples plateau training scores and never trains on."""
+        return [task.train[i] for i in self.split(task)[1]]
+
     def dev_check(self, tasks: Sequence[Task]):
         """The callable plateau training checks: the mean over `tasks` of each task's dev accuracy, scored
         the cheap way (labels ranked by likelihood; generation for free-text tasks), the model as it is.
@@ -145,7 +149,7 @@ class Strategy:
         def check() -> float:
             accuracies = []
             for task in tasks:
-                dev = [task.train[i] for i in self.split(task)[1]]
+                dev = self.dev_examples(task)
                 config = EvalConfig(scorer="loglik" if task.is_classification else "generate",
                                     max_length=self.config.train.max_length, progress=False)
                 correct = score(self.model, self.tokenizer, task, config=config, examples=dev)[CURRENT].correct
@@ -173,7 +177,7 @@ class Strategy:
         config = self.config.train_for(step, **train_changes)
         key = None
         if self.step_cache is not None and extra_loss is None and len(names_trained) == 1:
-            dev_sets = [self.encode(t, [t.train[i] for i in self.split(t)[1]])[0] for t in dev] if config.plateau else []
+            dev_sets = [self.encode(t, self.dev_examples(t))[0] for t in dev] if config.plateau else []
             key = step_key(self.model, names_trained, names_active, self.config.lora.to_dict(),
                            examples + [e for d in dev_sets for e in d], config, self.tokenizer.pad_token_id, frozen_A,
                            dev_split_sizes=[len(d) for d in dev_sets])

@@ -75,7 +75,6 @@ def test_a_state_from_an_earlier_plateau_rule_is_never_served(tiny_model, monkey
     assert key(budget_config) == before[1]  # a fixed budget has no stopping rule
 
 
-
 def test_a_multi_task_stop_is_keyed_by_how_its_dev_examples_group_into_tasks(tiny_model):
     from adapter_hub.continual.step_cache import step_key
 
@@ -89,6 +88,7 @@ def test_a_multi_task_stop_is_keyed_by_how_its_dev_examples_group_into_tasks(tin
     # pooled judgement) stay valid. Several: the grouping decides the stop, and the pooled-era key differs.
     assert key([25]) == key(())
     assert len({key(()), key([25, 40]), key([40, 25])}) == 3
+
 
 RUN = """
 name = "shared"
