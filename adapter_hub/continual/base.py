@@ -13,6 +13,7 @@ adapter's init, so a resumed run retraces the uninterrupted one exactly (CPU).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -178,10 +179,14 @@ class Strategy:
         key = None
         if self.step_cache is not None and extra_loss is None and len(names_trained) == 1:
             dev_sets = [self.encode(t, self.dev_examples(t))[0] for t in dev] if config.plateau else []
-            key = step_key(self.model, names_trained, names_active, self.config.lora.to_dict(),
-                           examples + [e for d in dev_sets for e in d], config, self.tokenizer.pad_token_id, frozen_A,
-                           dev_split_sizes=[len(d) for d in dev_sets])
-            hit = self.step_cache.get(key)
+            def key_for(legacy_max_steps: int | None = None) -> str:
+                return step_key(self.model, names_trained, names_active, self.config.lora.to_dict(),
+                                examples + [e for d in dev_sets for e in d], config, self.tokenizer.pad_token_id,
+                                frozen_A, dev_split_sizes=[len(d) for d in dev_sets], legacy_max_steps=legacy_max_steps)
+
+            key = key_for()
+            legacy = (key_for(cap) for cap in self.step_cache.legacy_caps()) if config.plateau else ()
+            hit = self.step_cache.get(itertools.chain([key], legacy), config)
             if hit is not None:  # the same computation was trained before: its result, bit for bit
                 adapter, recorded = hit
                 load_into(self.model, names_trained[0], adapter)

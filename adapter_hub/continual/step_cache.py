@@ -16,13 +16,21 @@ A registered state whose factors are exactly the trained adapter's is tagged `st
 later call with the same key loads those factors instead of training (and records which version it
 reused). Nothing is shared on a guess: two steps share only when every input is the same, and the
 result is bit-identical to training again (the tests check it).
+
+The one input checked on reuse rather than hashed: a plateau run's `max_steps`. Up to the step where
+training stopped, the cap changes nothing (the warmup is a share of the patience window, the schedule
+is constant after it, the batches do not depend on it), so a state that stopped on its own at a
+scheduled check, at or before a new cap, is that cap's result too; one that ran into its cap is
+reused only under the same cap (`serves`). Raising a regime's cap then retrains only the steps that
+reached the old one. Keys made before this rule hashed the cap; they are still looked up, under each
+cap the registry's plateau states were trained with (`legacy_caps`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -41,16 +49,21 @@ TAG = "step_key"
 
 def step_key(model: nn.Module, names_trained: Sequence[str], names_active: Sequence[str], lora_config: dict,
              examples: Sequence[Encoded], train: TrainConfig, pad_id: int, frozen_A: bool,
-             dev_split_sizes: Sequence[int] = ()) -> str:
+             dev_split_sizes: Sequence[int] = (), legacy_max_steps: int | None = None) -> str:
     """`examples`: the training examples, then the dev examples (all tasks' in order); `dev_split_sizes`:
     how many dev examples each task has, when the plateau judges more than one task (the mean of
-    per-task accuracies depends on that grouping, not only on the examples)."""
+    per-task accuracies depends on that grouping, not only on the examples). `legacy_max_steps`: the
+    key as it was made before a plateau's cap left the hash, for a state trained under that cap."""
     h = hashlib.sha256()
     settings = {k: v for k, v in train.to_dict().items() if k != "progress"}  # display only
     if train.plateau:
         settings["plateau_rule"] = plateau.RULE
         if len(dev_split_sizes) > 1:  # one task: its mean is its accuracy, and older keys stay valid
             settings["dev_split_sizes"] = list(dev_split_sizes)
+        if legacy_max_steps is None:
+            settings["max_steps"] = "checked on reuse"  # see `serves`
+        else:
+            settings["max_steps"] = legacy_max_steps
     head = {"base": base_identity(model).to_dict(), "lora": lora_config, "train": settings, "pad": pad_id,
             "trained": len(names_trained), "active": len(names_active), "frozen_A": frozen_A,  # names are labels
             "dtype": str(next(model.parameters()).dtype), "device": next(model.parameters()).device.type,
@@ -86,16 +99,44 @@ def load_into(model: nn.Module, name: str, adapter: LoraAdapter) -> None:
                 layer.lora_B[name].copy_(factors.B)
 
 
+def serves(stop: dict[str, Any] | None, train: TrainConfig) -> bool:
+    """Whether a registered step that stopped as `stop` says (its loss summary's "stop") is what training
+    under `train` would give. Only a plateau's cap is left to this check; every other input is in the key.
+    Stopped by the plateau at a scheduled check no later than the cap: the same checks see the same
+    states, so the same stop. Stopped by the cap: the same only under that cap."""
+    if not train.plateau:
+        return True
+    if not stop:
+        return False
+    steps = int(stop.get("steps_run", -1))
+    if stop.get("reason") == "plateau":
+        return steps % train.eval_every == 0 and 0 < steps <= train.max_steps
+    return stop.get("reason") == "max_steps" and steps == train.max_steps
+
+
 class RegistryStepCache:
     """Trained steps looked up by content key among a registry's tagged versions."""
 
     def __init__(self, registry) -> None:
         self.registry = registry
+        self._legacy_caps: list[int] | None = None
 
-    def get(self, key: str) -> tuple[LoraAdapter, dict[str, Any]] | None:
-        found = self.registry.search(tag={TAG: key})
-        if not found:
-            return None
-        info = found[0]
-        return self.registry.load(info.ref), {"ref": info.ref, "loss": info.metadata.get("loss"),
-                                              "seconds": info.metadata.get("seconds")}
+    def get(self, keys: Iterable[str], train: TrainConfig) -> tuple[LoraAdapter, dict[str, Any]] | None:
+        """The first registered state under any of `keys` (tried in order; an iterator is consumed only
+        as far as needed) that `serves` this training config."""
+        for key in keys:
+            for info in self.registry.search(tag={TAG: key}):
+                loss = info.metadata.get("loss") or {}
+                if serves(loss.get("stop"), train):
+                    return self.registry.load(info.ref), {"ref": info.ref, "loss": info.metadata.get("loss"),
+                                                          "seconds": info.metadata.get("seconds")}
+        return None
+
+    def legacy_caps(self) -> list[int]:
+        """The caps (`max_steps`) of the registry's reusable plateau states, for keys that hashed them.
+        Read once: the states this cache's owner registers later carry keys without the cap."""
+        if self._legacy_caps is None:
+            caps = {int(info.metadata["train"]["max_steps"]) for info in self.registry.search()
+                    if TAG in info.tags and (info.metadata.get("train") or {}).get("until") == "plateau"}
+            self._legacy_caps = sorted(caps)
+        return self._legacy_caps

@@ -675,3 +675,13 @@ def test_replay_buffer_ignores_the_global_random_state():
         buffer.update(_tasks(1)[0])
         picks.append([ex.text for _, ex in buffer.items])
     assert picks[0] == picks[1]
+
+
+def test_mtl_checks_its_plateau_as_often_per_task_as_a_one_task_strategy(tiny_model, tokenizer):
+    """With i tasks in the mix each gets 1/i of the updates: checks i times further apart, cap i times higher."""
+    tasks = [load_task("builtin:topic", max_train=48), load_task("builtin:sentiment", max_train=48)]
+    plateau = ContinualConfig(LoraConfig(r=4), TrainConfig(until="plateau", lr=3e-3, max_length=64, eval_every=2,
+                                                           patience=1, min_delta=0.99, max_steps=3, progress=False))
+    result = run_sequence("mtl", tiny_model(), tokenizer, tasks, plateau)
+    assert [s for s, _ in result.steps[0].train.stop["dev"]] == [0, 2, 3]  # the cap forces a last check
+    assert [s for s, _ in result.steps[1].train.stop["dev"]] == [0, 4, 6]  # twice apart, cap 2 x 3

@@ -14,7 +14,7 @@ from adapter_hub.bench.config import BenchConfig, config_changes
 from adapter_hub.bench.driver import run_bench
 from adapter_hub.continual import ContinualConfig
 from adapter_hub.continual.runner import run_sequence
-from adapter_hub.continual.step_cache import same_factors
+from adapter_hub.continual.step_cache import TAG, same_factors
 from adapter_hub.data import load_task
 from adapter_hub.training import TrainConfig
 from registry import Registry
@@ -140,3 +140,62 @@ def test_a_bench_run_shares_work_and_stores_the_same_numbers(tmp_path, monkeypat
     assert (scored_off, scored_on) == (14, 9)
     # the switch never blocks resuming a run: it changes how fast, not what
     assert config_changes({"share_work": True}, {"share_work": False}) == []
+
+
+def test_a_plateau_cap_is_checked_on_reuse_not_hashed():
+    from adapter_hub.continual.step_cache import serves
+
+    train = TrainConfig(until="plateau", eval_every=16, max_steps=240, progress=False)
+    assert serves({"reason": "plateau", "steps_run": 96}, train)  # stopped on its own, before either cap
+    assert serves({"reason": "plateau", "steps_run": 240}, train)  # at a scheduled check, on the cap
+    assert not serves({"reason": "plateau", "steps_run": 100}, train)  # a forced check at an old cap of 100
+    assert not serves({"reason": "plateau", "steps_run": 256}, train)  # past this cap
+    assert not serves({"reason": "max_steps", "steps_run": 160}, train)  # would have gone on under 240
+    assert serves({"reason": "max_steps", "steps_run": 240}, train)
+    assert not serves(None, train)  # a budget-trained state is never a plateau's result
+    assert serves(None, TrainConfig(steps=5))
+
+
+def _plateau(max_steps: int, patience: int) -> ContinualConfig:
+    # min_delta 0.99: no check after the first trained one counts as progress, so the stop is known in
+    # advance — at check 1 + patience (every 2 steps), or at the cap if that comes first
+    return ContinualConfig(LoraConfig(r=4), TrainConfig(until="plateau", lr=3e-3, batch_size=8, max_length=64,
+                                                        eval_every=2, patience=patience, min_delta=0.99,
+                                                        max_steps=max_steps, progress=False))
+
+
+def test_raising_a_plateau_cap_retrains_only_the_steps_that_reached_the_old_one(tiny_model, tokenizer, tasks,
+                                                                               tmp_path):
+    model = tiny_model("tiny-llama")
+    reg = Registry.open(tmp_path / "r")
+    first = run_sequence("seq", model, tokenizer, tasks[:1], _plateau(8, 1), registry=reg, run="a")
+    assert first.steps[0].train.stop["reason"] == "plateau" and first.steps[0].train.steps == 4
+    raised = run_sequence("seq", model, tokenizer, tasks[:1], _plateau(12, 1), registry=reg, run="b")
+    alone = run_sequence("seq", model, tokenizer, tasks[:1], _plateau(12, 1))  # no registry: trained
+    assert raised.steps[0].train.reused and same_factors(raised.steps[0].state, alone.steps[0].state)
+
+    capped = run_sequence("seq", model, tokenizer, tasks[:1], _plateau(4, 5), registry=reg, run="c")
+    assert capped.steps[0].train.stop["reason"] == "max_steps"
+    assert not run_sequence("seq", model, tokenizer, tasks[:1], _plateau(6, 5), registry=reg, run="d").steps[0].train.reused
+    assert run_sequence("seq", model, tokenizer, tasks[:1], _plateau(4, 5), registry=reg, run="e").steps[0].train.reused
+
+
+def test_a_state_keyed_with_its_cap_by_an_older_release_is_still_found(tiny_model, tokenizer, tasks, tmp_path,
+                                                                      monkeypatch):
+    import adapter_hub.continual.base as base
+
+    real = base.step_key
+
+    def older_release(*args, legacy_max_steps=None, **kwargs):  # the cap in the hash, as keys were made
+        train = args[5]
+        return real(*args, legacy_max_steps=train.max_steps if train.plateau else None, **kwargs)
+
+    model = tiny_model("tiny-llama")
+    reg = Registry.open(tmp_path / "r")
+    monkeypatch.setattr(base, "step_key", older_release)
+    run_sequence("seq", model, tokenizer, tasks[:1], _plateau(8, 1), registry=reg, run="old")
+    monkeypatch.setattr(base, "step_key", real)
+    again = run_sequence("seq", model, tokenizer, tasks[:1], _plateau(12, 1), registry=reg, run="new")
+    assert again.steps[0].train.reused
+    tagged = reg.search(tag={"run": "new", "step": "1", "role": "state"})[0].tags[TAG]
+    assert tagged != reg.search(tag={"run": "old", "step": "1", "role": "state"})[0].tags[TAG]  # re-keyed capless
