@@ -24,7 +24,9 @@ into training (the optimizer steps), dev checks (plateau training's held-out sco
 state on every task, both scorers, and the base model):
       python benchmarks/bench_cl_run.py --config examples/cl_regime.toml --data-root ../shared/data/cl_benchmark
 The same split of a run already made, per seed and per strategy, from its export (no model loaded):
-      python benchmarks/bench_cl_run.py --export benchmarks/results/cl_regime/run_export.json
+      python benchmarks/bench_cl_run.py --export benchmarks/results/cl_regime/run_export.json [--fresh]
+--fresh charges each step the step cache brought from another run the time it took there (FreshCost):
+the cost of the run from an empty registry.
 """
 
 from __future__ import annotations
@@ -89,12 +91,35 @@ def _dev_seconds(loss: dict | None) -> float:
     return float((loss.get("stop") or {}).get("dev_seconds") or 0.0)
 
 
-def cell_split(cell: dict) -> dict[str, float]:
+def cell_split(cell: dict, fresh: FreshCost | None = None) -> dict[str, float]:
     """One cell's seconds: training (optimizer steps), dev checks (plateau training's held-out
     scoring, counted inside the cell's training time) and scoring its states."""
     train = cell.get("train_seconds") or 0.0
     dev = sum(_dev_seconds(loss) for loss in cell.get("losses") or [])
+    if fresh is not None:
+        extra_train, extra_dev = fresh.charge(cell.get("losses") or [])
+        train, dev = train + extra_train, dev + extra_dev
     return {"training_s": train - dev, "dev_checks_s": dev, "scoring_s": cell.get("eval_seconds") or 0.0}
+
+
+class FreshCost:
+    """What a run would have cost from an empty registry: a step the step cache brought from another
+    run (an earlier run in the same registry, e.g. the one a changed config replaces) is charged the
+    time it took there, once — the first cell that needs it would train it, later ones reuse it, as
+    within any run. Steps reused from this run's own states stay free, as they would be."""
+
+    def __init__(self, own_refs: set[str]) -> None:
+        self.own_refs, self.charged = own_refs, set()
+
+    def charge(self, losses: list[dict | None]) -> tuple[float, float]:
+        train = dev = 0.0
+        for loss in losses:
+            ref = (loss or {}).get("reused_from")
+            if ref and ref not in self.own_refs and ref not in self.charged:
+                self.charged.add(ref)
+                train += float(loss.get("seconds") or 0.0)  # the original's training time, dev checks included
+                dev += float((loss.get("stop") or {}).get("dev_seconds") or 0.0)
+        return train, dev
 
 
 def time_split(results: dict) -> dict[str, float]:
@@ -107,7 +132,7 @@ def time_split(results: dict) -> dict[str, float]:
                                         "total_s": sum(split.values()) + scoring}.items()}
 
 
-def split_by_seed(results: dict) -> dict[str, object]:
+def split_by_seed(results: dict, fresh: FreshCost | None = None) -> dict[str, object]:
     """An existing run's time, per seed and per (seed, strategy), split as `cell_split` does; the base
     model's scoring (once per run) is reported on its own. Cells still running are not counted."""
     out: dict[str, object] = {"base_model_scoring_s": results.get("base_seconds")}
@@ -116,7 +141,7 @@ def split_by_seed(results: dict) -> dict[str, object]:
         for cell in (entry.get("cells") or {}).values():
             if cell.get("eval_seconds") is None:
                 continue
-            part = cell_split(cell)
+            part = cell_split(cell, fresh)
             out.update({f"seed{cell['seed']}_{label}_{k}": round(v, 1) for k, v in part.items()})
             by_seed.setdefault(cell["seed"], []).append(part)
     for seed, parts in sorted(by_seed.items()):
@@ -131,7 +156,9 @@ def from_export(args) -> None:
     import json
 
     exported = json.loads(Path(args.export).read_text())
-    results = {"run": exported.get("name"), "status": exported.get("status"), **split_by_seed(exported["results"])}
+    fresh = FreshCost({step["version"] for step in exported.get("steps") or []}) if args.fresh else None
+    results = {"run": exported.get("name"), "status": exported.get("status"), "fresh": bool(args.fresh),
+               **split_by_seed(exported["results"], fresh)}
     emit(results, args.json, width=52)
 
 
@@ -185,6 +212,8 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--config", help="time one seed of this bench config instead (see the module docstring)")
     parser.add_argument("--export", help="split an exported run's time per seed and strategy (nothing is run)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="with --export: charge steps reused from another run the time they took there")
     args = parser.parse_args()
     if args.export:
         from_export(args)

@@ -50,3 +50,19 @@ def test_a_diagonal_under_either_half_of_the_learnt_bar_is_listed():
         "seq/s1": {"tasks": ["a", "b"], "matrix": [[0.70, None], [0.5, 0.70]]}}}}}}  # b: under base 0.5 + 0.25
     majority = {"a": 0.50, "b": 0.30}
     assert tables.below_bar(document, majority) == ["- seq/s0: a 0.600 (bar 0.650)", "- seq/s1: b 0.700 (bar 0.750)"]
+
+
+def test_fresh_cost_charges_a_step_from_another_run_once_and_this_runs_own_never():
+    bench = _script("bench_cl_run")
+    other = {"reused_from": "a:1", "seconds": 100.0, "stop": {"dev_seconds": 10.0}}  # trained by an earlier run
+    own = {"reused_from": "a:7", "seconds": 50.0, "stop": {"dev_seconds": 5.0}}  # this run's seq trained it
+    trained = {"seconds": 40.0, "stop": {"dev_seconds": 4.0}}
+    cells = {"seq": {"cells": {"seq/s0": {"seed": 0, "train_seconds": 40.0, "eval_seconds": 3.0,
+                                          "losses": [trained, other]}}},
+             "replay": {"cells": {"replay/s0": {"seed": 0, "train_seconds": 0.5, "eval_seconds": 2.0,
+                                                "losses": [own, other]}}}}
+    plain = bench.split_by_seed({"strategies": cells})
+    fresh = bench.split_by_seed({"strategies": cells}, bench.FreshCost({"a:7"}))
+    assert plain["seed0_total_s"] == 40.0 + 3.0 + 0.5 + 2.0
+    assert fresh["seed0_total_s"] == plain["seed0_total_s"] + 100.0  # once, not once per cell
+    assert fresh["seed0_seq_dev_checks_s"] == 4.0 + 10.0 and fresh["seed0_replay_dev_checks_s"] == 0.0
