@@ -179,10 +179,12 @@ class Strategy:
         key = None
         if self.step_cache is not None and extra_loss is None and len(names_trained) == 1:
             dev_sets = [self.encode(t, self.dev_examples(t))[0] for t in dev] if config.plateau else []
+            keyed = examples + [e for d in dev_sets for e in d]  # built once, hashed under each key tried
+
             def key_for(legacy_max_steps: int | None = None) -> str:
-                return step_key(self.model, names_trained, names_active, self.config.lora.to_dict(),
-                                examples + [e for d in dev_sets for e in d], config, self.tokenizer.pad_token_id,
-                                frozen_A, dev_split_sizes=[len(d) for d in dev_sets], legacy_max_steps=legacy_max_steps)
+                return step_key(self.model, names_trained, names_active, self.config.lora.to_dict(), keyed, config,
+                                self.tokenizer.pad_token_id, frozen_A, dev_split_sizes=[len(d) for d in dev_sets],
+                                legacy_max_steps=legacy_max_steps)
 
             key = key_for()
             legacy = (key_for(cap) for cap in self.step_cache.legacy_caps()) if config.plateau else ()
