@@ -132,18 +132,24 @@ def time_split(results: dict) -> dict[str, float]:
                                         "total_s": sum(split.values()) + scoring}.items()}
 
 
-def split_by_seed(results: dict, fresh: FreshCost | None = None) -> dict[str, object]:
+def split_by_seed(results: dict, fresh: FreshCost | None = None, order: list[str] | None = None) -> dict[str, object]:
     """An existing run's time, per seed and per (seed, strategy), split as `cell_split` does; the base
-    model's scoring (once per run) is reported on its own. Cells still running are not counted."""
+    model's scoring (once per run) is reported on its own. Cells still running are not counted.
+    `order`: the strategies' labels in the order the run trains them (its config's), so that a step
+    FreshCost charges once lands on the cell a fresh run would have trained it in (an export's
+    strategies are keyed alphabetically); default: the order of results["strategies"]."""
     out: dict[str, object] = {"base_model_scoring_s": results.get("base_seconds")}
     by_seed: dict[int, list[dict[str, float]]] = {}
-    for label, entry in results["strategies"].items():
-        for cell in (entry.get("cells") or {}).values():
-            if cell.get("eval_seconds") is None:
-                continue
-            part = cell_split(cell, fresh)
-            out.update({f"seed{cell['seed']}_{label}_{k}": round(v, 1) for k, v in part.items()})
-            by_seed.setdefault(cell["seed"], []).append(part)
+    strategies = results["strategies"]
+    labels = [label for label in order or [] if label in strategies] + [label for label in strategies
+                                                                          if label not in (order or [])]
+    cells = [(label, cell) for label in labels for cell in (strategies[label].get("cells") or {}).values()]
+    for label, cell in sorted(cells, key=lambda pair: pair[1]["seed"]):  # stable: run order within a seed
+        if cell.get("eval_seconds") is None:
+            continue
+        part = cell_split(cell, fresh)
+        out.update({f"seed{cell['seed']}_{label}_{k}": round(v, 1) for k, v in part.items()})
+        by_seed.setdefault(cell["seed"], []).append(part)
     for seed, parts in sorted(by_seed.items()):
         out[f"seed{seed}_cells"] = len(parts)
         out.update({f"seed{seed}_{k}": round(sum(p[k] for p in parts), 1) for k in parts[0]})
@@ -151,14 +157,29 @@ def split_by_seed(results: dict, fresh: FreshCost | None = None) -> dict[str, ob
     return out
 
 
+def trained_here(exported: dict) -> set[str]:
+    """The versions this run trained itself: a step row whose cell's loss summary says it was reloaded
+    (`reused_from`) points at a state some other run trained, even though the row names it."""
+    own = set()
+    for row in exported.get("steps") or []:
+        label = row["strategy"].rsplit("/", 1)[0]
+        cell = ((exported["results"]["strategies"].get(label) or {}).get("cells") or {}).get(row["strategy"]) or {}
+        losses = cell.get("losses") or []
+        loss = losses[row["step"] - 1] if 0 < row["step"] <= len(losses) else None
+        if not (loss or {}).get("reused_from"):
+            own.add(row["version"])
+    return own
+
+
 def from_export(args) -> None:
     """Where an exported run's time went (`adapter-hub bench export RUN FILE`), no model loaded."""
     import json
 
     exported = json.loads(Path(args.export).read_text())
-    fresh = FreshCost({step["version"] for step in exported.get("steps") or []}) if args.fresh else None
+    fresh = FreshCost(trained_here(exported)) if args.fresh else None
+    order = [entry.get("label") or entry["name"] for entry in (exported.get("config") or {}).get("strategies", [])]
     results = {"run": exported.get("name"), "status": exported.get("status"), "fresh": bool(args.fresh),
-               **split_by_seed(exported["results"], fresh)}
+               **split_by_seed(exported["results"], fresh, order)}
     emit(results, args.json, width=52)
 
 

@@ -66,3 +66,32 @@ def test_fresh_cost_charges_a_step_from_another_run_once_and_this_runs_own_never
     assert plain["seed0_total_s"] == 40.0 + 3.0 + 0.5 + 2.0
     assert fresh["seed0_total_s"] == plain["seed0_total_s"] + 100.0  # once, not once per cell
     assert fresh["seed0_seq_dev_checks_s"] == 4.0 + 10.0 and fresh["seed0_replay_dev_checks_s"] == 0.0
+
+
+def test_the_dtype_benchmark_runs_each_base_in_the_dtype_it_names(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling _results
+    bench = _script("bench_train_dtype")
+    out = bench.measure("tiny-llama", "builtin:topic", seq=64, batch=2, steps=1, test=4, repeats=1)
+    assert (out["fp32_base_dtype"], out["bf16_base_dtype"]) == ("float32", "bfloat16")
+    assert out["train_speedup_bf16"] == out["fp32_train_s_per_step"] / out["bf16_train_s_per_step"]
+    assert out["score_speedup_bf16"] == out["fp32_score_s_per_example"] / out["bf16_score_s_per_example"]
+    assert 0.0 <= out["bf16_accuracy_after_training"] <= 1.0
+
+
+def test_fresh_cost_lands_on_the_cell_the_run_trains_first_not_the_first_alphabetically():
+    bench = _script("bench_cl_run")
+    other = {"reused_from": "a:1", "seconds": 100.0, "stop": {"dev_seconds": 10.0}}
+    cell = {"seed": 0, "train_seconds": 1.0, "eval_seconds": 2.0, "losses": [other]}
+    results = {"strategies": {"ella": {"cells": {"ella/s0": dict(cell)}}, "seq": {"cells": {"seq/s0": dict(cell)}}}}
+    out = bench.split_by_seed(results, bench.FreshCost(set()), order=["seq", "ella"])
+    assert out["seed0_seq_training_s"] == 1.0 + 100.0 - 10.0 and out["seed0_seq_dev_checks_s"] == 10.0
+    assert out["seed0_ella_training_s"] == 1.0 and out["seed0_ella_dev_checks_s"] == 0.0
+
+
+def test_a_step_row_that_points_at_a_reloaded_state_is_not_counted_as_trained_here():
+    bench = _script("bench_cl_run")
+    reused = {"reused_from": "a:1", "seconds": 100.0}
+    exported = {"steps": [{"strategy": "seq/s0", "step": 1, "version": "a:1"},
+                          {"strategy": "seq/s0", "step": 2, "version": "b:4"}],
+                "results": {"strategies": {"seq": {"cells": {"seq/s0": {"losses": [reused, {"seconds": 5.0}]}}}}}}
+    assert bench.trained_here(exported) == {"b:4"}
