@@ -144,7 +144,8 @@ def split_by_seed(results: dict, fresh: FreshCost | None = None, order: list[str
     labels = [label for label in order or [] if label in strategies] + [label for label in strategies
                                                                           if label not in (order or [])]
     cells = [(label, cell) for label in labels for cell in (strategies[label].get("cells") or {}).values()]
-    for label, cell in sorted(cells, key=lambda pair: pair[1]["seed"]):  # stable: run order within a seed
+    # bench.cells.plan's order: order-major, then seed, then the config's strategies (a stable sort)
+    for label, cell in sorted(cells, key=lambda pair: (pair[1].get("order", 0), pair[1]["seed"])):
         if cell.get("eval_seconds") is None:
             continue
         part = cell_split(cell, fresh)
@@ -160,11 +161,11 @@ def split_by_seed(results: dict, fresh: FreshCost | None = None, order: list[str
 def trained_here(exported: dict) -> set[str]:
     """The versions this run trained itself: a step row whose cell's loss summary says it was reloaded
     (`reused_from`) points at a state some other run trained, even though the row names it."""
+    cells = {key: cell for entry in exported["results"]["strategies"].values()
+             for key, cell in (entry.get("cells") or {}).items()}  # a row names its cell by key ("seq/s0/o2")
     own = set()
     for row in exported.get("steps") or []:
-        label = row["strategy"].rsplit("/", 1)[0]
-        cell = ((exported["results"]["strategies"].get(label) or {}).get("cells") or {}).get(row["strategy"]) or {}
-        losses = cell.get("losses") or []
+        losses = (cells.get(row["strategy"]) or {}).get("losses") or []
         loss = losses[row["step"] - 1] if 0 < row["step"] <= len(losses) else None
         if not (loss or {}).get("reused_from"):
             own.add(row["version"])

@@ -3,7 +3,7 @@
 A continual-learning run on CPU is training steps plus scoring; both run the frozen base model on every
 token. With `dtype = "bf16"` its weights (and so its matmuls) are bf16, while the LoRA factors and
 Adam's state stay fp32 (models.resolve_dtype). CPUs with native bf16 matmuls (Intel AMX /
-AVX512-BF16) run those faster; elsewhere bf16 is emulated and slower. This prints both dtypes and
+AVX512-BF16) run those faster; elsewhere bf16 may be emulated and slower. This prints both dtypes and
 their ratio, measured in the same process, on the real training loop (training.loop.train_on: the
 answer-only head, the shared instruction) and the real scorers (evaluation.score, both scorers).
 

@@ -88,10 +88,19 @@ def test_fresh_cost_lands_on_the_cell_the_run_trains_first_not_the_first_alphabe
     assert out["seed0_ella_training_s"] == 1.0 and out["seed0_ella_dev_checks_s"] == 0.0
 
 
+def test_fresh_cost_follows_the_run_order_across_task_orders_before_seeds():
+    bench = _script("bench_cl_run")  # bench.cells.plan: every seed of order 0 before any cell of order 1
+    other = {"reused_from": "a:1", "seconds": 100.0, "stop": {"dev_seconds": 0.0}}
+    cells = {"seq/s0/o2": {"seed": 0, "order": 1, "train_seconds": 0.0, "eval_seconds": 1.0, "losses": [other]},
+             "seq/s1/o1": {"seed": 1, "order": 0, "train_seconds": 0.0, "eval_seconds": 1.0, "losses": [other]}}
+    out = bench.split_by_seed({"strategies": {"seq": {"cells": cells}}}, bench.FreshCost(set()))
+    assert out["seed1_seq_training_s"] == 100.0 and out["seed0_total_s"] == 1.0
+
+
 def test_a_step_row_that_points_at_a_reloaded_state_is_not_counted_as_trained_here():
     bench = _script("bench_cl_run")
     reused = {"reused_from": "a:1", "seconds": 100.0}
-    exported = {"steps": [{"strategy": "seq/s0", "step": 1, "version": "a:1"},
-                          {"strategy": "seq/s0", "step": 2, "version": "b:4"}],
-                "results": {"strategies": {"seq": {"cells": {"seq/s0": {"losses": [reused, {"seconds": 5.0}]}}}}}}
+    exported = {"steps": [{"strategy": "seq/s0/o2", "step": 1, "version": "a:1"},
+                          {"strategy": "seq/s0/o2", "step": 2, "version": "b:4"}],
+                "results": {"strategies": {"seq": {"cells": {"seq/s0/o2": {"losses": [reused, {"seconds": 5.0}]}}}}}}
     assert bench.trained_here(exported) == {"b:4"}
