@@ -6,9 +6,12 @@ work inside a caller's transaction.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -202,6 +205,24 @@ class RunStore:
     def export(self, run: str | int) -> dict[str, Any]:
         """The run as one JSON-ready document (config, status, results with every cell) for import_document."""
         return export_document(self.get(run), source=describe(self.engine))
+
+    def export_to(self, run: str | int, dest: str | os.PathLike, *, replace: bool = False) -> dict[str, Any]:
+        """Write export(run) to the file `dest` and return the document. The file is written beside
+        `dest` and renamed into place, so a reader, or a crash mid-write, never meets half a document
+        (a long run rewrites its export after every cell). An existing `dest` is refused unless `replace`."""
+        dest = Path(dest)
+        if dest.exists() and not replace:
+            raise FileExistsError(f"{dest} exists; pick a new file name")
+        if not dest.parent.is_dir():
+            raise FileNotFoundError(f"no folder {dest.parent} to write the export {dest.name} into")
+        document = self.export(run)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return document
 
     def import_document(self, document: Mapping[str, Any], *, name: str | None = None) -> RunInfo:
         """Recreate an exported run here (under `name`, default its own). Its finished cells come back

@@ -44,7 +44,8 @@ EXECUTORS = ("local", "ray")
 
 
 def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume: bool = True,
-              echo: Callable[[str], None] = print, on_step: Callable | None = None, executor: str = "local",
+              echo: Callable[[str], None] = print, on_step: Callable | None = None,
+              on_cell: Callable[[], None] | None = None, executor: str = "local",
               address: str | None = None, max_parallel: int | None = None):
     """Run (or resume) a benchmark; returns the registry's RunInfo with results filled in.
 
@@ -52,7 +53,9 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
     (executor "ray", adapter_hub.executors: `address` names the cluster, `max_parallel` caps the cells
     in flight): train (every state registered), evaluate on every task, store the cell's matrix,
     metrics and per-example correctness with the run, so `bench show` sees results as they come. A
-    resumed run keeps the cells already evaluated and resumes the one it stopped in."""
+    resumed run keeps the cells already evaluated and resumes the one it stopped in. `on_cell()` is
+    called each time a finished cell is stored (e.g. to rewrite an export of the run), and once more
+    when the run is done."""
     for entry in config.strategies:  # a BenchConfig built in Python is checked here, before the run row
         if entry.name not in STRATEGIES:
             raise ValueError(f"unknown strategy {entry.name!r}; available: {', '.join(STRATEGIES)}")
@@ -93,7 +96,8 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
     registry.runs.update(name, status="running")  # a resumed run is running again, not "failed"
     if executor == "ray":
         results = _results_skeleton(config, tasks, results)
-        return ray_executor.run_on_ray(config, registry, name, results, address=address, max_parallel=max_parallel, echo=echo)
+        return ray_executor.run_on_ray(config, registry, name, results, address=address, max_parallel=max_parallel,
+                                       echo=echo, on_cell=on_cell)
     run = None
     try:
         device = resolve_device(config.device)
@@ -113,8 +117,12 @@ def run_bench(config: BenchConfig, registry, *, name: str | None = None, resume:
                                                    [task_of[s] for s in orders[planned.order]], hook)
             run.summarise()
             registry.runs.update(name, status="running", results=results)
+            if on_cell is not None:
+                on_cell()
         run.summarise(final=True)
         registry.runs.update(name, status="done", results=results)
+        if on_cell is not None:
+            on_cell()
     except BaseException:
         if run is not None:
             run.summarise()

@@ -196,8 +196,9 @@ def _resources(ray) -> dict[str, Any]:
 
 def run_on_ray(config, registry, name: str, results: dict[str, Any], *, address: str | None,
                max_parallel: int | None, echo: Callable[[str], None] = print,
-               lease_seconds: float = DEFAULT_LEASE_SECONDS):
-    """Run the run's remaining cells as Ray tasks; returns the finished RunInfo."""
+               lease_seconds: float = DEFAULT_LEASE_SECONDS, on_cell: Callable[[], None] | None = None):
+    """Run the run's remaining cells as Ray tasks; returns the finished RunInfo. `on_cell()` is called
+    after each cell a worker finished (its results are in the registry by then) and once at the end."""
     ray = require_ray()
     cells = plan(config)
     if config.data_root is not None:  # workers may start elsewhere: they get absolute paths (the stored config keeps its own)
@@ -235,12 +236,17 @@ def run_on_ray(config, registry, name: str, results: dict[str, Any], *, address:
                 except Exception as exc:  # noqa: BLE001 - reported per cell; the others go on
                     failures.append((cell.key, _one_line(exc)))
                     echo(f"[{cell.key}] failed: {_one_line(exc)}")
+                else:
+                    if on_cell is not None:
+                        on_cell()
     except BaseException:
         registry.runs.update(name, status="failed")
         raise
     final = registry.runs.get(name).results
     summarise(final, final=True)
     registry.runs.update(name, status="failed" if failures else "done", results=final)
+    if on_cell is not None:
+        on_cell()
     if failures:
         raise RuntimeError(f"{len(failures)} cell(s) failed: " + "; ".join(f"{k}: {e}" for k, e in failures))
     return registry.runs.get(name)

@@ -49,6 +49,9 @@ def bench() -> None:
 @click.option("--new-run", is_flag=True, help="Start a new run even if one of this name exists (named NAME-2, ...).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the report into this folder (new or empty) when the run is done.")
+@click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Rewrite this file with the run's export (as `bench export`) after every finished cell, so a "
+                   "run whose registry is lost resumes from it (`bench import`) at the cell it reached.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where cells run: one after another in this process, or as Ray tasks (pip install "
                    "'adapter-hub[ray]'); the registry is the one shared truth.")
@@ -57,7 +60,7 @@ def bench() -> None:
 @compute_options
 @pass_ctx
 def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, no_resume, new_run, report_dir,
-              executor, address, max_parallel) -> None:
+              export_path, executor, address, max_parallel) -> None:
     """Train every strategy of CONFIG (TOML) through its task sequence, evaluate after every task, store it all.
 
     A run of the same name is resumed when its config is unchanged, refused (naming the changed
@@ -68,14 +71,17 @@ def bench_run(ctx: Context, config_path: Path, name, data_root, device, dtype, n
 
     if report_dir is not None and report_dir.is_dir() and any(report_dir.iterdir()):  # before hours of training
         raise click.UsageError(f"--report {report_dir} exists and is not empty; pick a new folder")
+    if export_path is not None and not export_path.parent.is_dir():
+        raise click.UsageError(f"--export {export_path}: no folder {export_path.parent} to write it into")
     config = BenchConfig.from_toml(config_path, data_root=str(data_root) if data_root else None, device=device,
                                    dtype=dtype)
     reg = ctx.registry(create=True)
     name = name or config.name or config_path.stem
     if new_run:
         name = free_run_name(reg, name)
-    run = run_bench(config, reg, name=name, resume=not no_resume, echo=progress.say, executor=executor,
-                    address=address, max_parallel=max_parallel)
+    on_cell = None if export_path is None else (lambda: reg.runs.export_to(name, export_path, replace=True))
+    run = run_bench(config, reg, name=name, resume=not no_resume, echo=progress.say, on_cell=on_cell,
+                    executor=executor, address=address, max_parallel=max_parallel)
     _print_comparison([run])
     if report_dir is not None:
         write_report(run, report_dir)
@@ -190,12 +196,10 @@ def bench_export(ctx: Context, run: str, dest: Path) -> None:
 
     The adapter versions named in the cells are not included (export them with `adapter-hub export`).
     Example: adapter-hub bench export my-run my-run.json"""
-    import json
-
-    if dest.exists():
-        raise click.UsageError(f"{dest} exists; pick a new file name")
-    document = ctx.registry().runs.export(run)
-    dest.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+    try:
+        document = ctx.registry().runs.export_to(run, dest)
+    except (FileExistsError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
     cells = sum(len(e.get("cells") or {}) for e in (document["results"].get("strategies") or {}).values())
     click.echo(f"exported run {document['name']} ({document['status']}, {cells} cells) to {dest}", err=True)
 

@@ -168,6 +168,10 @@ def test_bench_report_refuses_a_folder_with_the_users_files(reg, tmp_path, snaps
     before = snapshot(reg)
     result = run(reg.location, "bench", "run", str(config), "--report", str(out))
     assert result.exit_code != 0 and "not empty" in result.output and snapshot(reg) == before
+    # so is --export into a folder that does not exist (the export would fail only after the first cell)
+    result = run(reg.location, "bench", "run", str(config), "--export", str(tmp_path / "nowhere" / "run.json"))
+    assert result.exit_code != 0 and "--export" in result.output and "no folder" in result.output
+    assert snapshot(reg) == before and not (tmp_path / "nowhere").exists()
 
 
 # ---- damaged database files -----------------------------------------------------------------------

@@ -52,10 +52,14 @@ def test_bench_run_then_report(tmp_path, config_file):
         assert result.exit_code == 0, result.output
         return result.output
 
-    out = run("bench", "run", str(config_file))
+    live = tmp_path / "live.json"
+    out = run("bench", "run", str(config_file), "--export", str(live))
     assert "strategies compared" in out and "per_task" in out
     info = Registry.open(location).runs.get("e2e")
     assert info.status == "done"
+    # --export leaves the finished run's export, equal to what `bench export` writes, and no temp file
+    assert json.loads(live.read_text()) == Registry.open(location).runs.export("e2e")
+    assert sorted(p.name for p in tmp_path.iterdir() if "live" in p.name) == ["live.json"]
     results = info.results
     assert results["tasks"] == ["topic", "sentiment"] and len(results["base"]) == 2
     assert results["device"] == "cpu" and results["dtype"] == "fp32"  # auto on CPU: fp32, recorded with the run
@@ -174,12 +178,17 @@ def test_a_run_moves_to_another_registry_and_resumes_there(tmp_path):
         if label == "per_task" and result.step == 1:
             raise Stop
 
+    live = tmp_path / "live.json"  # what `bench run --export` does: rewritten after every finished cell
+    source = Registry.open(tmp_path / "b")
     with pytest.raises(Stop):
-        run_bench(BenchConfig.from_dict(raw), Registry.open(tmp_path / "b"), echo=lambda m: None, on_step=stop)
+        run_bench(BenchConfig.from_dict(raw), source, echo=lambda m: None, on_step=stop,
+                  on_cell=lambda: source.runs.export_to("moved", live, replace=True))
     exported = tmp_path / "moved.json"
     runner = CliRunner()
     out = runner.invoke(cli, ["--registry", str(tmp_path / "b"), "bench", "export", "moved", str(exported)])
     assert out.exit_code == 0 and "1 cells" in out.output, out.output
+    # the live export holds the cell finished before the interruption, as `bench export` sees it after
+    assert json.loads(live.read_text())["results"] == json.loads(exported.read_text())["results"]
     again = runner.invoke(cli, ["--registry", str(tmp_path / "b"), "bench", "export", "moved", str(exported)])
     assert again.exit_code != 0 and "exists" in again.output  # never overwrites a file
     target = str(tmp_path / "c")
