@@ -78,6 +78,16 @@ def test_the_dtype_benchmark_runs_each_base_in_the_dtype_it_names(monkeypatch):
     assert 0.0 <= out["bf16_accuracy_after_training"] <= 1.0
 
 
+def test_the_frozen_sum_benchmark_trains_the_same_function_both_ways(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = _script("bench_frozen_sum")
+    out = bench.measure("tiny-llama", "builtin:topic", dtype="fp32", k=2, seq=64, batch=4, steps=3, repeats=1)
+    # summed and one-by-one differ by rounding; dropping the components moves the loss far more
+    assert out["max_loss_difference_summed_vs_one_by_one"] < 1e-4
+    assert out["max_loss_difference_no_frozen_vs_one_by_one"] > 100 * out["max_loss_difference_summed_vs_one_by_one"]
+    assert out["summed_over_one_by_one"] == out["summed_s_per_step"] / out["one_by_one_s_per_step"]
+
+
 def test_fresh_cost_lands_on_the_cell_the_run_trains_first_not_the_first_alphabetically():
     bench = _script("bench_cl_run")
     other = {"reused_from": "a:1", "seconds": 100.0, "stop": {"dev_seconds": 10.0}}

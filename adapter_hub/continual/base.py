@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from adapter_hub.continual.frozen import frozen_as_one, fusable
 from adapter_hub.continual.step_cache import RegistryStepCache, load_into, step_key
 from adapter_hub.core.adapter import LoraAdapter
 from adapter_hub.core.config import LoraConfig
@@ -177,6 +178,7 @@ class Strategy:
                         layer.lora_A[n].requires_grad_(False)
         config = self.config.train_for(step, **train_changes)
         key = None
+        summed = fusable(self.model, [n for n in names_active if n not in names_trained])
         if self.step_cache is not None and extra_loss is None and len(names_trained) == 1:
             dev_sets = [self.encode(t, self.dev_examples(t))[0] for t in dev] if config.plateau else []
             keyed = examples + [e for d in dev_sets for e in d]  # built once, hashed under each key tried
@@ -184,7 +186,7 @@ class Strategy:
             def key_for(legacy_max_steps: int | None = None) -> str:
                 return step_key(self.model, names_trained, names_active, self.config.lora.to_dict(), keyed, config,
                                 self.tokenizer.pad_token_id, frozen_A, dev_split_sizes=[len(d) for d in dev_sets],
-                                legacy_max_steps=legacy_max_steps)
+                                legacy_max_steps=legacy_max_steps, frozen_summed=summed)
 
             key = key_for()
             legacy = (key_for(cap) for cap in self.step_cache.legacy_caps()) if config.plateau else ()
@@ -194,9 +196,10 @@ class Strategy:
                 load_into(self.model, names_trained[0], adapter)
                 return TrainResult(steps=(recorded.get("loss") or {}).get("steps", 0), truncated=truncated,
                                    reused=recorded, cache_key=key, trained=adapter)
-        result = train_on(self.model, examples, config, pad_id=self.tokenizer.pad_token_id,
-                          params=lora_parameters(self.model, names_trained), extra_loss=extra_loss,
-                          description=description, dev_check=self.dev_check(dev) if config.plateau else None)
+        with frozen_as_one(self.model, names_trained):  # earlier components: one branch, not one each
+            result = train_on(self.model, examples, config, pad_id=self.tokenizer.pad_token_id,
+                              params=lora_parameters(self.model, names_trained), extra_loss=extra_loss,
+                              description=description, dev_check=self.dev_check(dev) if config.plateau else None)
         result.truncated = truncated
         if key is not None:
             result.cache_key, result.trained = key, LoraAdapter.from_model(self.model, names_trained[0])

@@ -49,11 +49,14 @@ TAG = "step_key"
 
 def step_key(model: nn.Module, names_trained: Sequence[str], names_active: Sequence[str], lora_config: dict,
              examples: Sequence[Encoded], train: TrainConfig, pad_id: int, frozen_A: bool,
-             dev_split_sizes: Sequence[int] = (), legacy_max_steps: int | None = None) -> str:
+             dev_split_sizes: Sequence[int] = (), legacy_max_steps: int | None = None,
+             frozen_summed: bool = False) -> str:
     """`examples`: the training examples, then the dev examples (all tasks' in order); `dev_split_sizes`:
     how many dev examples each task has, when the plateau judges more than one task (the mean of
     per-task accuracies depends on that grouping, not only on the examples). `legacy_max_steps`: the
-    key as it was made before a plateau's cap left the hash, for a state trained under that cap."""
+    key as it was made before a plateau's cap left the hash, for a state trained under that cap.
+    `frozen_summed`: the frozen adapters ran as one summed branch (continual/frozen.py), which rounds
+    differently from running them one by one, so the two never share a step."""
     h = hashlib.sha256()
     settings = {k: v for k, v in train.to_dict().items() if k != "progress"}  # display only
     if train.plateau:
@@ -68,6 +71,8 @@ def step_key(model: nn.Module, names_trained: Sequence[str], names_active: Seque
             "trained": len(names_trained), "active": len(names_active), "frozen_A": frozen_A,  # names are labels
             "dtype": str(next(model.parameters()).dtype), "device": next(model.parameters()).device.type,
             "torch": torch.__version__, "adapter_hub": adapter_hub.__version__}
+    if frozen_summed:  # absent otherwise: keys made before the summed branch existed stay valid
+        head["frozen_summed"] = True
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
     for module, layer in lora_layers(model):  # every adapter in the forward pass, by role, not by name
         for role, names in (("trained", names_trained), ("active", names_active)):

@@ -90,6 +90,18 @@ def test_a_multi_task_stop_is_keyed_by_how_its_dev_examples_group_into_tasks(tin
     assert len({key(()), key([25, 40]), key([40, 25])}) == 3
 
 
+def test_a_step_trained_beside_the_summed_frozen_branch_is_keyed_apart(tiny_model):
+    """The summed branch rounds differently from running the components one by one, so a state trained
+    one way is never served for the other (continual/frozen.py)."""
+    from adapter_hub.continual.step_cache import step_key
+
+    model = tiny_model("tiny-llama")
+    config = TrainConfig(steps=5, progress=False)
+    keys = {summed: step_key(model, [], [], {}, [], config, pad_id=0, frozen_A=False, frozen_summed=summed)
+            for summed in (False, True)}
+    assert keys[False] != keys[True]
+
+
 RUN = """
 name = "shared"
 base_model = "tiny-llama"
