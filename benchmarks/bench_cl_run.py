@@ -132,6 +132,13 @@ def time_split(results: dict) -> dict[str, float]:
                                         "total_s": sum(split.values()) + scoring}.items()}
 
 
+def machine_label(machine: dict) -> str:
+    """One line for where a cell ran (bench.provenance.machine), so its seconds are read against it."""
+    if "gpu" in machine:
+        return f"{machine['device']} {machine['gpu']}"
+    return f"{machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} threads, bf16 {machine['bf16']}"
+
+
 def split_by_seed(results: dict, fresh: FreshCost | None = None, order: list[str] | None = None) -> dict[str, object]:
     """An existing run's time, per seed and per (seed, strategy), split as `cell_split` does; the base
     model's scoring (once per run) is reported on its own. Cells still running are not counted.
@@ -150,6 +157,8 @@ def split_by_seed(results: dict, fresh: FreshCost | None = None, order: list[str
             continue
         part = cell_split(cell, fresh)
         out.update({f"seed{cell['seed']}_{label}_{k}": round(v, 1) for k, v in part.items()})
+        if cell.get("machine"):  # cells from before the record have none: their session is in RESULTS.md
+            out[f"seed{cell['seed']}_{label}_machine"] = machine_label(cell["machine"])
         by_seed.setdefault(cell["seed"], []).append(part)
     for seed, parts in sorted(by_seed.items()):
         out[f"seed{seed}_cells"] = len(parts)

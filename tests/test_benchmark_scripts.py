@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -88,6 +89,22 @@ def test_the_frozen_sum_benchmark_trains_the_same_function_both_ways(monkeypatch
     assert out["summed_over_one_by_one"] == out["summed_s_per_step"] / out["one_by_one_s_per_step"]
 
 
+def test_the_cpu_cells_benchmark_runs_one_thread_workers_side_by_side(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # spawned workers import the script by name from here
+    bench = _script("bench_cpu_cells")
+    monkeypatch.setitem(sys.modules, "bench_cpu_cells", bench)  # so its worker pickles by name for spawn
+    args = {"model": "tiny-llama", "task": "builtin:topic", "dtype": "fp32", "seq": 64, "batch": 2, "steps": 2,
+            "test": 4}
+    out = bench.measure(args, repeats=1)
+    assert out["one_single_thread_threads_per_worker"] == out["side_by_side_threads_per_worker"] == 1
+    assert out["one_all_threads_threads_per_worker"] >= 1  # torch's default (its count of physical cores)
+    # throughput: workers per second of step, against the one all-threads worker's
+    expected = out["cores"] / out["side_by_side_s_per_step"] / (1 / out["one_all_threads_s_per_step"])
+    assert out["train_throughput_side_by_side_vs_one_all_threads"] == expected
+    # the same batches from the same init: the losses can differ by the thread count's rounding only
+    assert out["max_loss_difference_one_vs_all_threads"] < 1e-4
+
+
 def test_fresh_cost_lands_on_the_cell_the_run_trains_first_not_the_first_alphabetically():
     bench = _script("bench_cl_run")
     other = {"reused_from": "a:1", "seconds": 100.0, "stop": {"dev_seconds": 10.0}}
@@ -114,3 +131,13 @@ def test_a_step_row_that_points_at_a_reloaded_state_is_not_counted_as_trained_he
                           {"strategy": "seq/s0/o2", "step": 2, "version": "b:4"}],
                 "results": {"strategies": {"seq": {"cells": {"seq/s0/o2": {"losses": [reused, {"seconds": 5.0}]}}}}}}
     assert bench.trained_here(exported) == {"b:4"}
+
+
+def test_each_cells_seconds_come_with_the_machine_that_ran_it():
+    bench = _script("bench_cl_run")
+    amd = {"device": "cpu", "cpu": "AMD EPYC", "cores": 2, "torch_threads": 2, "bf16": "emulated"}
+    cells = {"seq": {"seed": 0, "train_seconds": 3.0, "eval_seconds": 1.0, "losses": [], "machine": amd},
+             "seq/s1": {"seed": 1, "train_seconds": 3.0, "eval_seconds": 1.0, "losses": []}}  # recorded before
+    out = bench.split_by_seed({"strategies": {"seq": {"cells": cells}}})
+    assert out["seed0_seq_machine"] == "AMD EPYC, 2 cores, 2 threads, bf16 emulated"
+    assert "seed1_seq_machine" not in out and out["seed0_total_s"] == out["seed1_total_s"] == 4.0

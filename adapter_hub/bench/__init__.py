@@ -8,7 +8,7 @@ intervals, reports and a demo. The recipes that wire the components below them t
   ray_executor.py  cells as Ray tasks, the registry as the one shared truth
   summary.py       metrics per cell and strategy, bootstrap intervals, paired differences
   report.py        Markdown + PNG reports, and the tables the CLI prints
-  provenance.py    which code produced a cell
+  provenance.py    which code and which machine produced a cell
   demo.py          `adapter-hub demo`
 
 Empty on purpose: `bench show/compare` and the web view read cells, summaries and reports without

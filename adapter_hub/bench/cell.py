@@ -15,7 +15,7 @@ from typing import Any
 
 from adapter_hub.bench.cells import pack, unpack
 from adapter_hub.bench.config import BenchConfig, StrategyEntry
-from adapter_hub.bench.provenance import code_version
+from adapter_hub.bench.provenance import code_version, machine
 from adapter_hub.bench.summary import summarise
 from adapter_hub.continual import STRATEGIES, ContinualConfig
 from adapter_hub.continual.per_task import restore_router
@@ -74,6 +74,7 @@ class CellRunner:
             self.registry.runs.record_step(self.name, strategy=key, step=i, task=result.task, version=ref,
                                           seconds=seconds or None)
         cell = {"seed": seed, "order": order, "tasks": [t.name for t in tasks], "states": seq.refs, "code": code_version(),
+                "machine": machine(next(self.model.parameters()).device),
                 "train_seconds": round(sum(seq.seconds), 2), "resumed_steps": seq.resumed,
                 "step_seconds": [round(s, 2) for s in seq.seconds],
                 "shared_steps": sum(bool(r.train and r.train.reused) for r in seq.steps),

@@ -1,13 +1,19 @@
-"""Which code produced a result: stored with every cell, so a run resumed over several sessions shows
-which code made which cells."""
+"""Which code and which machine produced a result: stored with every cell, so a run resumed over
+several sessions (and machines) shows which code made which cells, and which cells' seconds compare."""
 
 from __future__ import annotations
 
 import functools
+import os
+import platform
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import torch
 
 import adapter_hub
+from adapter_hub.models.devices import cpu_bf16_native
 
 
 @functools.lru_cache(maxsize=1)
@@ -23,3 +29,27 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return adapter_hub.__version__
     return f"{adapter_hub.__version__}+g{commit}{'-dirty' if dirty else ''}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; platform's answer elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine(device: str | torch.device) -> dict[str, Any]:
+    """Where a cell computed, for reading its seconds: the same cell took up to 2x as long from one
+    session's CPU to the next, and 17x with a bf16 base where the CPU emulates bf16."""
+    where: dict[str, Any] = {"device": str(device)}
+    if torch.device(device).type == "cuda":
+        where["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        return where
+    native = cpu_bf16_native()
+    return where | {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "bf16": "unknown" if native is None else "native" if native else "emulated"}

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from adapter_hub.models.devices import resolve_dtype
+from adapter_hub.models.devices import SlowDtypeWarning, resolve_dtype, slow_dtype_reason
 from adapter_hub.models.names import SMOLLM2, TINY_MODELS
 from adapter_hub.models.smollm2 import smollm2_folder, smollm2_model
 from adapter_hub.models.tiny import TINY_CONFIGS, byte_tokenizer, tiny_model
@@ -28,9 +29,12 @@ def load_base_model(
     name_or_path: str, *, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu"
 ) -> nn.Module:
     """A causal LM ready for `attach`, in eval mode, on `device`, in `dtype` (a torch dtype or a
-    resolve_dtype setting; None = fp32)."""
+    resolve_dtype setting; None = fp32). Warns (SlowDtypeWarning) where the dtype will be emulated."""
     if isinstance(dtype, str):
         dtype = resolve_dtype(dtype, device)
+    slow = None if dtype is None else slow_dtype_reason(dtype, device)
+    if slow:  # a valid computation, only slow: a warning, not an error
+        warnings.warn(slow, SlowDtypeWarning, stacklevel=2)
     quiet_progress_unless_tty()
     if name_or_path in TINY_CONFIGS:
         model = tiny_model(name_or_path)

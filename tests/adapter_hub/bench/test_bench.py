@@ -207,6 +207,7 @@ def test_a_run_moves_to_another_registry_and_resumes_there(tmp_path):
     # kept, not retrained here (its metrics gain intransigence once mtl's reference cell exists)
     assert {k: v for k, v in kept.items() if k != "metrics"} == {k: v for k, v in stored_seq.items() if k != "metrics"}
     assert stored_seq["code"].startswith("0.")  # which code produced the cell travels with it
+    assert stored_seq["machine"]["device"] == "cpu" and stored_seq["machine"]["bf16"] in ("native", "emulated", "unknown")
     assert len(reg.versions("topic")) == 2  # per_task's and mtl's first steps, trained here
 
 
