@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -10,6 +11,7 @@ from click.testing import CliRunner
 from adapter_hub.bench.config import BenchConfig
 from adapter_hub.bench.driver import run_bench
 from adapter_hub.cli import cli
+from adapter_hub.models.devices import cpu_bf16_native
 from registry import Registry
 
 CONFIG = """
@@ -207,7 +209,9 @@ def test_a_run_moves_to_another_registry_and_resumes_there(tmp_path):
     # kept, not retrained here (its metrics gain intransigence once mtl's reference cell exists)
     assert {k: v for k, v in kept.items() if k != "metrics"} == {k: v for k, v in stored_seq.items() if k != "metrics"}
     assert stored_seq["code"].startswith("0.")  # which code produced the cell travels with it
-    assert stored_seq["machine"]["device"] == "cpu" and stored_seq["machine"]["bf16"] in ("native", "emulated", "unknown")
+    where = stored_seq["machine"]  # and the machine it ran on, to read its seconds against
+    assert (where["device"], where["cores"]) == ("cpu", os.cpu_count())
+    assert where["bf16"] == {True: "native", False: "emulated", None: "unknown"}[cpu_bf16_native()]
     assert len(reg.versions("topic")) == 2  # per_task's and mtl's first steps, trained here
 
 
