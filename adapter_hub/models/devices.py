@@ -46,7 +46,8 @@ def slow_dtype_reason(dtype: torch.dtype, device: str | torch.device = "cpu") ->
     if dtype != torch.bfloat16 or torch.device(device).type != "cpu" or cpu_bf16_native() is not False:
         return None
     return ("dtype bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): torch emulates it, and a training "
-            "step runs an order of magnitude slower than in fp32; set dtype = \"fp32\" (or \"auto\") on this machine")
+            "step runs an order of magnitude slower than in fp32; on this machine set dtype = \"fp32\" (or \"auto\"; "
+            "`--dtype fp32` on the command line)")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
