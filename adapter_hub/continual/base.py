@@ -179,7 +179,7 @@ class Strategy:
         config = self.config.train_for(step, **train_changes)
         key = None
         if self.step_cache is not None and extra_loss is None and len(names_trained) == 1:
-            summed = fusable(self.model, [n for n in names_active if n not in names_trained])  # frozen_as_one's test
+            summed = fusable(self.model, names_trained)  # what frozen_as_one below decides
             dev_sets = [self.encode(t, self.dev_examples(t))[0] for t in dev] if config.plateau else []
             keyed = examples + [e for d in dev_sets for e in d]  # built once, hashed under each key tried
 

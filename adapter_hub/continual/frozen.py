@@ -25,12 +25,18 @@ from adapter_hub.lora.model import attached
 FROZEN_SUM = "_frozen_sum"
 
 
-def fusable(model: nn.Module, frozen: Sequence[str]) -> bool:
-    """Whether running `frozen` as their sum computes what running them one by one does: at least two,
-    each at weight 1, none merged into the base weights, and none with dropout (one branch would draw
-    one dropout mask where separate branches draw one each)."""
+def frozen_active(model: nn.Module, trained: Sequence[str]) -> list[str]:
+    """The active adapters that are not being trained: what would run as one summed branch."""
+    return [n for n, _ in attached(model).active if n not in trained]
+
+
+def fusable(model: nn.Module, trained: Sequence[str]) -> bool:
+    """Whether running the frozen active adapters (all active but `trained`) as their sum computes what
+    running them one by one does: at least two, each at weight 1, none merged into the base weights,
+    and none with dropout (one branch would draw one dropout mask where separate branches draw one each)."""
     state = attached(model)
     weights = dict(state.active)
+    frozen = frozen_active(model, trained)
     return (len(frozen) >= 2
             and all(weights.get(n) == 1.0 for n in frozen)
             and not any(n in state.merged for n in frozen)
@@ -43,10 +49,10 @@ def frozen_as_one(model: nn.Module, trained: Sequence[str]) -> Iterator[bool]:
     on exit the summed branch is gone and the active set is as it was. Yields whether it fused (not
     when `fusable` says the sum would compute something else)."""
     before = list(attached(model).active)
-    frozen = [n for n, _ in before if n not in trained]
-    if not fusable(model, frozen):
+    if not fusable(model, trained):
         yield False
         return
+    frozen = frozen_active(model, trained)
     total = ops.add(*[LoraAdapter.from_model(model, n) for n in frozen], allow_partial=True)  # absent = 0
     dtype = next(layer.lora_A[frozen[0]].dtype for _, layer in lora_layers(model) if frozen[0] in layer.lora_A)
     attach(model, total, name=FROZEN_SUM, activate="none", trainable=False, dtype=dtype)
