@@ -45,11 +45,12 @@ def cpu_name() -> str:
 
 def machine(device: str | torch.device) -> dict[str, Any]:
     """Where a cell computed, for reading its seconds: the same cell took up to 2x as long from one
-    session's CPU to the next, and 17x with a bf16 base where the CPU emulates bf16."""
+    session's CPU to the next. "bf16" says how a bf16 base multiplies on this CPU: "native" (AMX /
+    AVX512-BF16) or "fp32 matmuls" (models.cpu_bf16, where the CPU has neither)."""
     where: dict[str, Any] = {"device": str(device)}
     if torch.device(device).type == "cuda":
         where["gpu"] = torch.cuda.get_device_name(torch.device(device))
         return where
     native = cpu_bf16_native()
     return where | {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "bf16": "unknown" if native is None else "native" if native else "emulated"}
+                    "bf16": "unknown" if native is None else "native" if native else "fp32 matmuls"}

@@ -26,28 +26,14 @@ def resolve_dtype(setting: str | torch.dtype | None, device: str | torch.device 
     return DTYPES[setting]
 
 
-class SlowDtypeWarning(UserWarning):
-    """The base model's dtype will run far slower here than fp32 would (see `slow_dtype_reason`)."""
-
-
 def cpu_bf16_native() -> bool | None:
     """Whether this CPU computes bf16 matmuls in hardware (AVX512-BF16 or AMX, the paths oneDNN takes);
-    None where this torch cannot tell. Elsewhere a bf16 base model is emulated on the CPU."""
+    None where this torch cannot tell. Where it does not, load_base_model has a bf16 base multiply in
+    fp32 (models.cpu_bf16): torch's emulated bf16 matmul is an order of magnitude slower."""
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if any(probe is None for probe in probes):  # private helpers: a future torch may move them
         return None
     return any(probe() for probe in probes)
-
-
-def slow_dtype_reason(dtype: torch.dtype, device: str | torch.device = "cpu") -> str | None:
-    """Why a base model in `dtype` on `device` will be slow, or None. bf16 on a CPU without native bf16
-    is emulated: on an AVX2-only AMD EPYC a SmolLM2 training step took 17x as long as in fp32 and a
-    scored example 5.4x (benchmarks/RESULTS.md), where on a CPU with AMX bf16 is faster than fp32."""
-    if dtype != torch.bfloat16 or torch.device(device).type != "cpu" or cpu_bf16_native() is not False:
-        return None
-    return ("dtype bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): torch emulates it, and a training "
-            "step runs an order of magnitude slower than in fp32; on this machine set dtype = \"fp32\" (or \"auto\"; "
-            "`--dtype fp32` on the command line)")
 
 
 def dtype_name(dtype: torch.dtype) -> str:

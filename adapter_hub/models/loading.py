@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from adapter_hub.models.devices import SlowDtypeWarning, resolve_dtype, slow_dtype_reason
+from adapter_hub.models.cpu_bf16 import multiply_bf16_in_fp32
+from adapter_hub.models.devices import cpu_bf16_native, resolve_dtype
 from adapter_hub.models.names import SMOLLM2, TINY_MODELS
 from adapter_hub.models.smollm2 import smollm2_folder, smollm2_model
 from adapter_hub.models.tiny import TINY_CONFIGS, byte_tokenizer, tiny_model
@@ -29,12 +29,10 @@ def load_base_model(
     name_or_path: str, *, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu"
 ) -> nn.Module:
     """A causal LM ready for `attach`, in eval mode, on `device`, in `dtype` (a torch dtype or a
-    resolve_dtype setting; None = fp32). Warns (SlowDtypeWarning) where the dtype will be emulated."""
+    resolve_dtype setting; None = fp32). A bf16 base on a CPU without native bf16 multiplies its
+    linear layers in fp32 from the bf16 operands (models.cpu_bf16: the same product, at fp32 speed)."""
     if isinstance(dtype, str):
         dtype = resolve_dtype(dtype, device)
-    slow = None if dtype is None else slow_dtype_reason(dtype, device)
-    if slow:  # a valid computation, only slow: a warning, not an error
-        warnings.warn(slow, SlowDtypeWarning, stacklevel=2)
     quiet_progress_unless_tty()
     if name_or_path in TINY_CONFIGS:
         model = tiny_model(name_or_path)
@@ -44,7 +42,10 @@ def load_base_model(
         model = _hf_model(name_or_path)
     if dtype is not None:
         model = model.to(dtype)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if dtype == torch.bfloat16 and torch.device(device).type == "cpu" and cpu_bf16_native() is False:
+        multiply_bf16_in_fp32(model)
+    return model
 
 
 def quiet_progress_unless_tty() -> None:

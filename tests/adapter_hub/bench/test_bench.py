@@ -211,7 +211,7 @@ def test_a_run_moves_to_another_registry_and_resumes_there(tmp_path):
     assert stored_seq["code"].startswith("0.")  # which code produced the cell travels with it
     where = stored_seq["machine"]  # and the machine it ran on, to read its seconds against
     assert (where["device"], where["cores"]) == ("cpu", os.cpu_count())
-    assert where["bf16"] == {True: "native", False: "emulated", None: "unknown"}[cpu_bf16_native()]
+    assert where["bf16"] == {True: "native", False: "fp32 matmuls", None: "unknown"}[cpu_bf16_native()]
     assert len(reg.versions("topic")) == 2  # per_task's and mtl's first steps, trained here
 
 

@@ -51,38 +51,6 @@ def test_dtype_settings():
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
 
-@pytest.mark.parametrize("native, warned", [(False, True), (True, False), (None, False)])
-def test_a_bf16_base_on_a_cpu_that_emulates_bf16_warns_and_still_loads(monkeypatch, native, warned):
-    import warnings
-
-    import torch
-
-    import adapter_hub.models.devices as devices
-
-    monkeypatch.setattr(devices, "cpu_bf16_native", lambda: native)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = models.load_base_model("tiny-llama", dtype="bf16")
-        models.load_base_model("tiny-llama", dtype="fp32")  # fp32 is never slow for want of bf16
-    slow = [w for w in caught if issubclass(w.category, devices.SlowDtypeWarning)]
-    assert len(slow) == (1 if warned else 0)
-    if warned:  # names the dtype, why, and what to set instead
-        assert "bf16" in str(slow[0].message) and 'dtype = "fp32"' in str(slow[0].message)
-    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # a warning, not a refusal
-
-
-def test_only_bf16_on_a_cpu_is_flagged_slow(monkeypatch):
-    import torch
-
-    import adapter_hub.models.devices as devices
-
-    monkeypatch.setattr(devices, "cpu_bf16_native", lambda: False)
-    assert devices.slow_dtype_reason(torch.bfloat16, "cpu") is not None
-    assert devices.slow_dtype_reason(torch.float32, "cpu") is None
-    assert devices.slow_dtype_reason(torch.bfloat16, "cuda:0") is None  # a GPU's bf16 is its own question
-
-
-
 def test_the_bf16_probe_agrees_with_the_kernels_cpu_flags():
     from pathlib import Path
 
