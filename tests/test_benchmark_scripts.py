@@ -135,9 +135,9 @@ def test_a_step_row_that_points_at_a_reloaded_state_is_not_counted_as_trained_he
 
 def test_each_cells_seconds_come_with_the_machine_that_ran_it():
     bench = _script("bench_cl_run")
-    amd = {"device": "cpu", "cpu": "AMD EPYC", "cores": 2, "torch_threads": 2, "bf16": "emulated"}
+    amd = {"device": "cpu", "cpu": "AMD EPYC", "cores": 2, "torch_threads": 2, "bf16": "fp32 matmuls"}
     cells = {"seq": {"seed": 0, "train_seconds": 3.0, "eval_seconds": 1.0, "losses": [], "machine": amd},
              "seq/s1": {"seed": 1, "train_seconds": 3.0, "eval_seconds": 1.0, "losses": []}}  # recorded before
     out = bench.split_by_seed({"strategies": {"seq": {"cells": cells}}})
-    assert out["seed0_seq_machine"] == "AMD EPYC, 2 cores, 2 threads, bf16 emulated"
+    assert out["seed0_seq_machine"] == "AMD EPYC, 2 cores, 2 threads, bf16: fp32 matmuls"
     assert "seed1_seq_machine" not in out and out["seed0_total_s"] == out["seed1_total_s"] == 4.0
