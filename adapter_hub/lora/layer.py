@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapter_hub.core.cache_keys import tensor_key
 from adapter_hub.core.factors import delta_weight, fold
 
 
@@ -27,11 +28,6 @@ def layer_fans(module: nn.Module) -> tuple[int, int]:
     """(fan_in, fan_out) of a linear layer: nn.Linear stores (out, in), Conv1D (in, out)."""
     rows, cols = (int(d) for d in module.weight.shape)
     return (rows, cols) if is_conv1d(module) else (cols, rows)
-
-
-def _identity(t: torch.Tensor) -> tuple:
-    """What must be equal for a cached copy of `t` to still be right."""
-    return (t.data_ptr(), t.device, t.dtype, t._version, tuple(t.shape))
 
 
 @dataclass
@@ -78,7 +74,7 @@ class LoraLayer(nn.Module):
         """
         present = [n for n in names if n in self.lora_A]
         differentiable = torch.is_grad_enabled() and any(self.lora_A[n].requires_grad for n in present)
-        signature = tuple((n, *_identity(self.lora_A[n]), *_identity(self.lora_B[n]), self.scaling[n]) for n in present)
+        signature = tuple((n, *tensor_key(self.lora_A[n]), *tensor_key(self.lora_B[n]), self.scaling[n]) for n in present)
         cached = self._stack_cache.get(names)
         if not differentiable and cached is not None and cached[0] == signature:
             return cached[1], cached[2]

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapter_hub.core.cache_keys import tensor_key
+
 
 class Fp32MatmulLinear(nn.Linear):
     """nn.Linear whose bf16 product on a CPU is computed in fp32 from the bf16 operands, then rounded.
@@ -41,7 +43,7 @@ class Fp32MatmulLinear(nn.Linear):
         weight = self.weight
         if weight.requires_grad and torch.is_grad_enabled():
             return weight.float()
-        key = (weight.data_ptr(), weight._version, tuple(weight.shape))
+        key = tensor_key(weight)
         if self._fp32_key != key or self._fp32_weight is None:
             # an ordinary tensor even when first asked for under inference_mode, so a later training
             # step may save it for its backward pass
