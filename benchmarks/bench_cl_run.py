@@ -136,7 +136,8 @@ def machine_label(machine: dict) -> str:
     """One line for where a cell ran (bench.provenance.machine), so its seconds are read against it."""
     if "gpu" in machine:
         return f"{machine['device']} {machine['gpu']}"
-    return f"{machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} threads, bf16: {machine['bf16']}"
+    cpu = f"{machine['cpu']} ({machine['cpu_id']})" if machine.get("cpu_id") else machine["cpu"]  # older cells lack it
+    return f"{cpu}, {machine['cores']} cores, {machine['torch_threads']} threads, bf16: {machine['bf16']}"
 
 
 def split_by_seed(results: dict, fresh: FreshCost | None = None, order: list[str] | None = None) -> dict[str, object]:

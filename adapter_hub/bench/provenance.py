@@ -31,16 +31,45 @@ def code_version() -> str:
     return f"{adapter_hub.__version__}+g{commit}{'-dirty' if dirty else ''}"
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo; platform's answer elsewhere)."""
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def _first_processor(path: Path | None) -> dict[str, str]:
+    """The first processor's `key: value` lines of a /proc/cpuinfo-style file (None: this machine's;
+    {} when unreadable)."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo") as fh:
+        with open(path or CPUINFO) as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    if fields:
+                        break  # one processor is enough: the others repeat it
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return fields
+
+
+def cpu_name(path: Path | None = None) -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; platform's answer elsewhere)."""
+    return _first_processor(path).get("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_id(path: Path | None = None) -> str | None:
+    """e.g. "family 25 model 1 stepping 1, cache 512 KB" (None where /proc/cpuinfo does not say).
+    Cloud hosts mask the model name ("AMD EPYC" for several generations), and the same cell's seconds,
+    and even its bits (kernels pick their blocking per CPU), can differ from one such host to the next."""
+    fields = _first_processor(path)
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    text = f"family {fields['cpu family']} model {fields['model']}"
+    if "stepping" in fields:
+        text += f" stepping {fields['stepping']}"
+    if "cache size" in fields:
+        text += f", cache {fields['cache size']}"
+    return text
 
 
 def machine(device: str | torch.device) -> dict[str, Any]:
@@ -52,5 +81,7 @@ def machine(device: str | torch.device) -> dict[str, Any]:
         where["gpu"] = torch.cuda.get_device_name(torch.device(device))
         return where
     native = cpu_bf16_native()
-    return where | {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "bf16": "unknown" if native is None else "native" if native else "fp32 matmuls"}
+    where |= {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+              "bf16": "unknown" if native is None else "native" if native else "fp32 matmuls"}
+    identified = cpu_id()
+    return where if identified is None else where | {"cpu_id": identified}
