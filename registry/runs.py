@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +69,10 @@ def run_id(session: Session, run: str | int) -> int:
 
 
 def create_run(session: Session, name: str, config: dict[str, Any], *, status: str = "running",
-               results: dict[str, Any] | None = None) -> int:
+               results: dict[str, Any] | None = None, created_at: datetime | None = None) -> int:
     now = utcnow()
     return session.execute(insert(R).values(name=name, status=status, config=config, results=results or {},
-                                            created_at=now, updated_at=now)).inserted_primary_key[0]
+                                            created_at=created_at or now, updated_at=now)).inserted_primary_key[0]
 
 
 # A run moved between registries (another machine, a teammate, a later session on a fresh disk)
@@ -106,6 +106,22 @@ def check_document(doc: Any) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
         raise ValueError(f"exported run: status must be one of {STATUSES}, got {status!r}")
     # Nothing is running it here: an exported "running" run was interrupted (it resumes like one).
     return doc["name"], "failed" if status == "running" else status, doc["config"], doc["results"]
+
+
+def document_created_at(doc: Mapping[str, Any]) -> datetime | None:
+    """When the exported run was first created, so that a run moved between registries keeps its start
+    date (None for a document without one); ValueError when the field is there but not a time."""
+    value = doc.get("created_at")
+    if value is None:
+        return None
+    try:
+        created = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        created = None
+    if created is None:
+        raise ValueError(f"exported run: created_at must be an ISO 8601 time, got {value!r}")
+    # Exports write UTC with its offset; a time without one is read as UTC, as the registry stores it.
+    return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
 
 
 def update_run(session: Session, run: str | int, *, status: str | None = None,
@@ -229,11 +245,12 @@ class RunStore:
         as they were, so `bench run` with the same config resumes it with the cells still to do; the
         adapter versions the cells name are not copied (they stay in the registry they were trained in)."""
         stored_name, status, config, results = check_document(document)
+        created_at = document_created_at(document)
         name = name or stored_name
         check_name(name, "run")
         config, results = json_object(config, "run config"), json_object(results, "run results")
         with session_scope(self.engine, write=True) as s:
             if s.execute(select(R.c.id).where(R.c.name == name)).first():
                 raise RegistryError(f"a benchmark run named {name!r} exists here; import it under another name")
-            create_run(s, name, config, status=status, results=results)
+            create_run(s, name, config, status=status, results=results, created_at=created_at)
             return get_run(s, name)

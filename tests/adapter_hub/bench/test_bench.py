@@ -200,6 +200,8 @@ def test_a_run_moves_to_another_registry_and_resumes_there(tmp_path):
     assert dup.exit_code != 0 and "exists here" in dup.output
     reg = Registry.open(target)
     assert reg.tasks() == []  # results only: the adapters stay where they were trained
+    # the run keeps the date it was started, not the date it was imported
+    assert reg.runs.get("moved").created_at == source.runs.get("moved").created_at
     stored_seq = reg.runs.get("moved").results["strategies"]["seq"]["cells"]["seq"]
     resumed = run_bench(BenchConfig.from_dict(raw), reg, echo=lambda m: None)
     assert resumed.status == "done"
@@ -224,6 +226,8 @@ def test_a_run_moves_to_another_registry_and_resumes_there(tmp_path):
       "results": {}}, "status must be one of"),
     ({"format": "adapter-hub-bench-run", "format_version": 1, "name": "../x", "status": "done", "config": {},
       "results": {}}, "run name"),
+    ({"format": "adapter-hub-bench-run", "format_version": 1, "name": "x", "status": "done", "config": {},
+      "results": {}, "created_at": "yesterday"}, "created_at must be an ISO 8601 time, got 'yesterday'"),
 ])
 def test_bad_exported_runs_are_refused_and_write_nothing(tmp_path, document, message):
     reg = Registry.open(tmp_path / "r")
