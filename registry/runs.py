@@ -88,8 +88,9 @@ def export_document(info: RunInfo, source: str) -> dict[str, Any]:
             "results": info.results, "steps": [asdict(step) for step in info.steps]}
 
 
-def check_document(doc: Any) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
-    """(name, status, config, results) of an exported run, or ValueError naming what is wrong."""
+def check_document(doc: Any) -> tuple[str, str, dict[str, Any], dict[str, Any], datetime | None]:
+    """(name, status, config, results, created_at) of an exported run, or ValueError naming what is
+    wrong. created_at (None where the document has none) lets a moved run keep its start date."""
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         raise ValueError(f"not an exported benchmark run (expected \"format\": \"{EXPORT_FORMAT}\")")
     if doc.get("format_version") != EXPORT_VERSION:
@@ -105,13 +106,11 @@ def check_document(doc: Any) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     if status not in STATUSES:
         raise ValueError(f"exported run: status must be one of {STATUSES}, got {status!r}")
     # Nothing is running it here: an exported "running" run was interrupted (it resumes like one).
-    return doc["name"], "failed" if status == "running" else status, doc["config"], doc["results"]
+    return (doc["name"], "failed" if status == "running" else status, doc["config"], doc["results"],
+            _created_at(doc.get("created_at")))
 
 
-def document_created_at(doc: Mapping[str, Any]) -> datetime | None:
-    """When the exported run was first created, so that a run moved between registries keeps its start
-    date (None for a document without one); ValueError when the field is there but not a time."""
-    value = doc.get("created_at")
+def _created_at(value: Any) -> datetime | None:
     if value is None:
         return None
     try:
@@ -244,8 +243,7 @@ class RunStore:
         """Recreate an exported run here (under `name`, default its own). Its finished cells come back
         as they were, so `bench run` with the same config resumes it with the cells still to do; the
         adapter versions the cells name are not copied (they stay in the registry they were trained in)."""
-        stored_name, status, config, results = check_document(document)
-        created_at = document_created_at(document)
+        stored_name, status, config, results, created_at = check_document(document)
         name = name or stored_name
         check_name(name, "run")
         config, results = json_object(config, "run config"), json_object(results, "run results")
