@@ -34,6 +34,32 @@ def test_replay_flags_exactly_the_cells_whose_stop_the_rule_now_changes():
     assert list(changed) == ["seq/s1"] and "b: stored ('plateau', 32, 0), needs more checks" in changed["seq/s1"][0]
 
 
+def test_replay_under_a_changed_setting_flags_the_cells_it_would_change():
+    replay = _script("replay_plateau")
+    # patience 2 stops at step 48 (two checks without a gain above 0.72); patience 3 would need a 4th
+    stop = {"reason": "plateau", "steps_run": 48, "best_step": 16, "dev": [[0, 0.49], [16, 0.71], [32, 0.72], [48, 0.61]]}
+    document = {"config": {"train": {"until": "plateau", "eval_every": 16, "patience": 2, "min_delta": 0.02,
+                                     "max_steps": 160, "schedule": "constant"}},
+                "results": {"strategies": {"seq": {"cells": {"seq/s0": _cell(0, 0.7, -0.1, [{"stop": stop}])}}}}}
+    assert replay.changed_cells(document) == {}
+    assert replay.changed_cells(document, {"patience": 3}) == {"seq/s0": ["a: stored ('plateau', 48, 16), needs more checks"]}
+
+
+def test_a_trajectory_replay_restores_the_check_plateau_training_would():
+    trajectories = _script("plateau_trajectories")
+    from adapter_hub.training import TrainConfig
+
+    # 4 dev examples; accuracies by check 0.25 (before training), 0.5, 1.0, 0.75, 0.75, 0.75, 1.0
+    rows = [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+    checks = [{"dev": row, "test": []} for row in rows]
+    config = TrainConfig(until="plateau", eval_every=16, patience=3, min_delta=0.02, max_steps=96)
+    assert trajectories.replay_rule(checks, [0, 1, 2, 3], config) == 2  # best at check 2, stop after 3 more
+    # a split of examples 0 and 3 (bootstrap draws may repeat one): 0.5, 0.5, 1.0, 0.5, ...: the 1.0 at check 2
+    assert trajectories.replay_rule(checks, [0, 3], config) == 2
+    assert trajectories.replay_rule(checks, [3, 3], config) == 2  # 0, 0, 1, 0, 0, 0 -> best at check 2
+    assert trajectories.replay_rule(checks, [0, 0], config) == 1  # always 1.0: the first trained check
+
+
 def test_the_gap_share_uses_only_the_seeds_all_three_strategies_have():
     tables = _script("regime_tables")
     strategies = {"seq": {"cells": {"s0": _cell(0, 0.60, -0.2), "s1": _cell(1, 0.40, -0.3)}},

@@ -132,7 +132,7 @@ class Strategy:
         """(train, dev) indices into task.train for plateau training, drawn once per task and seed."""
         if task.name not in self._splits:
             t = self.config.train
-            self._splits[task.name] = task.dev_split(t.dev_fraction, t.dev_max, self.config.seed)
+            self._splits[task.name] = task.dev_split(t.dev_fraction, t.dev_max, self.config.seed, t.dev_min)
         return self._splits[task.name]
 
     def dev_examples(self, task: Task) -> list:

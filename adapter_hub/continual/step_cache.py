@@ -58,7 +58,9 @@ def step_key(model: nn.Module, names_trained: Sequence[str], names_active: Seque
     `frozen_summed`: the frozen adapters ran as one summed branch (continual/frozen.py), which rounds
     differently from running them one by one, so the two never share a step."""
     h = hashlib.sha256()
-    settings = {k: v for k, v in train.to_dict().items() if k != "progress"}  # display only
+    # progress: display only. dev_min: it only moves examples between the training and dev splits, which
+    # the examples hashed below carry; out of the settings, a split it leaves as it was keeps its key.
+    settings = {k: v for k, v in train.to_dict().items() if k not in ("progress", "dev_min")}
     if train.plateau:
         settings["plateau_rule"] = plateau.RULE
         if len(dev_split_sizes) > 1:  # one task: its mean is its accuracy, and older keys stay valid

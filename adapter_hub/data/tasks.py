@@ -71,12 +71,15 @@ class Task:
             {**self.meta, "max_train": max_train, "max_test": max_test, "seed": seed},
         )
 
-    def dev_split(self, fraction: float, max_n: int | None, seed: int) -> tuple[list[int], list[int]]:
-        """(train, dev) indices into `self.train`: a seeded, label-stratified `fraction` (at most max_n)
-        held out for deciding when to stop training. Drawn from the training examples only, so no
-        test example ever steers training; the same (task, seed) gives the same split in any process."""
+    def dev_split(self, fraction: float, max_n: int | None, seed: int, min_n: int = 1) -> tuple[list[int], list[int]]:
+        """(train, dev) indices into `self.train`: a seeded, label-stratified `fraction` (at least min_n,
+        at most max_n) held out for deciding when to stop training. The floor never takes more than a
+        quarter of the training examples: a small task keeps three quarters to learn from. Drawn from the
+        training examples only, so no test example ever steers training; the same (task, seed) gives
+        the same split in any process."""
         n = len(self.train)
-        size = min(n - 1, max(1, round(fraction * n)), max_n if max_n is not None else n)
+        size = max(round(fraction * n), min(min_n, n // 4))
+        size = min(n - 1, max(1, size), max_n if max_n is not None else n)
         if size < 1:
             raise DataError(f"task {self.name}: {n} training example(s) leave none to hold out for a dev split")
         tagged = [Example(str(i), ex.target) for i, ex in enumerate(self.train)]  # the index rides as the text

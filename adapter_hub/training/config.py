@@ -29,6 +29,10 @@ class TrainConfig:
     until: Literal["budget", "plateau"] = "budget"  # the default keeps a run's budget what it says
     dev_fraction: float = 0.1  # 10% of the training examples: ~50 at 512, enough to see a plateau
     dev_max: int | None = 100  # at most this many dev examples: each check scores them all (~2 s on CPU)
+    # at least this many dev examples (never over a quarter of the task's): on 25 (cb's 10%) one example
+    # is 0.04 and a check's chance swing ±0.1, so one lucky early check outlasted patience and stopped
+    # cb before it was learnt in 2 of 30 regime cells; on 50 the swing is ±0.07 (benchmarks/RESULTS.md)
+    dev_min: int = 50
     eval_every: int = 16  # steps between checks: 16 x batch 8 = 128 examples, a quarter epoch at 512
     patience: int = 3  # checks without progress before stopping: 48 steps, long enough to ride out noise
     min_delta: float = 0.01  # progress = a gain above one dev example in 100 (smaller is noise)
@@ -54,9 +58,11 @@ class TrainConfig:
             raise ValueError(f"dev_fraction must be in (0, 1), got {self.dev_fraction}")
         if self.dev_max is not None and self.dev_max < 1:
             raise ValueError(f"dev_max must be >= 1 (or unset), got {self.dev_max}")
-        for key in ("eval_every", "patience", "max_steps"):
+        for key in ("eval_every", "patience", "max_steps", "dev_min"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.dev_max is not None and self.dev_min > self.dev_max:
+            raise ValueError(f"dev_min ({self.dev_min}) must not exceed dev_max ({self.dev_max})")
         if not 0 <= self.min_delta < 1:
             raise ValueError(f"min_delta must be in [0, 1), got {self.min_delta}")
         if self.until == "plateau" and self.schedule == "cosine":

@@ -9,6 +9,10 @@ candidate: a state that has not seen the task cannot be the task's result. It us
 a 25-example dev split (cb) two noisy checks that failed to beat the previous task's adapter ended
 training at step 32 and registered that untrained adapter as the task's state (seq, seed 1 of the
 regime run: cb at 0.27). The first trained check is the first best, and patience counts from there.
+
+What a check can tell depends on the dev split's size, which this class does not choose: TrainConfig's
+`dev_min` keeps the split at 50 examples where the task allows (on cb's 25 one lucky early check could
+outlast patience, and twice ended cb before it was learnt).
 """
 
 from __future__ import annotations

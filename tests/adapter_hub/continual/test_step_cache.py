@@ -211,3 +211,22 @@ def test_a_state_keyed_with_its_cap_by_an_older_release_is_still_found(tiny_mode
     assert again.steps[0].train.reused
     tagged = reg.search(tag={"run": "new", "step": "1", "role": "state"})[0].tags[TAG]
     assert tagged != reg.search(tag={"run": "old", "step": "1", "role": "state"})[0].tags[TAG]  # re-keyed capless
+
+
+def test_the_dev_floor_keys_a_step_by_its_split_only(tiny_model, monkeypatch):
+    """dev_min only moves examples between the training and dev splits, which the key hashes: a split it
+    leaves as it was keeps its key, so states trained before the setting existed are still served."""
+    from adapter_hub.continual.step_cache import step_key
+
+    model = tiny_model("tiny-llama")
+
+    def key(**changes) -> str:
+        config = TrainConfig(until="plateau", max_steps=32, progress=False, **changes)
+        return step_key(model, [], [], {}, [], config, pad_id=0, frozen_A=False)
+
+    now = key(dev_min=1), key(dev_min=50)
+    assert now[0] == now[1]
+    real_to_dict = TrainConfig.to_dict
+    monkeypatch.setattr(TrainConfig, "to_dict", lambda self: {k: v for k, v in real_to_dict(self).items()
+                                                              if k != "dev_min"})
+    assert key() == now[0]  # the settings as an older adapter-hub hashed them

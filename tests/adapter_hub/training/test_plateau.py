@@ -123,7 +123,8 @@ def test_a_strategy_trains_on_the_rest_and_stops_on_the_dev_split_never_on_test(
                 memory += encoded(t, [ex])
         result = runner.learn(task, k, tasks[:k - 1])
         train_idx, dev_idx = runner.split(task)
-        assert len(dev_idx) == 8 and sorted(train_idx + dev_idx) == list(range(80))  # 10% held out
+        # the dev floor (dev_min 50) capped at a quarter of 80; 10% would be 8
+        assert len(dev_idx) == 20 and sorted(train_idx + dev_idx) == list(range(80))
         # what training received: each learnt task's examples outside its dev split (and replay's memory)
         expected = memory
         for t in (tasks[:k] if strategy == "mtl" else [task]):
@@ -174,6 +175,8 @@ def test_an_interrupted_plateau_run_resumes_to_the_same_adapter(tmp_path, tiny_m
     ({"until": "plateau", "dev_fraction": 1.5}, "[train]: dev_fraction must be in (0, 1)"),
     ({"until": "forever"}, "[train] until must be one of 'budget', 'plateau'"),
     ({"until": "plateau", "schedule": "cosine"}, "needs a known end"),
+    ({"until": "plateau", "dev_min": 0}, "[train]: dev_min must be >= 1"),
+    ({"until": "plateau", "dev_min": 80, "dev_max": 64}, "[train]: dev_min (80) must not exceed dev_max (64)"),
 ])
 def test_bad_plateau_settings_are_refused_naming_the_key(train, message):
     raw = {"tasks": ["builtin:topic"], "strategies": [{"name": "seq"}], "train": train}
@@ -193,3 +196,23 @@ def test_the_dev_split_is_seeded_stratified_and_from_training_examples_only():
     assert len(task.dev_split(0.5, 7, seed=0)[1]) == 7  # dev_max caps it
     with pytest.raises(ValueError, match="leave none to hold out"):
         dataclasses.replace(task, train=task.train[:1]).dev_split(0.1, None, 0)
+
+
+def test_the_dev_floor_holds_out_at_least_dev_min_but_never_a_quarter_of_the_task():
+    task = load_task("builtin:topic", max_train=200)
+    assert len(task.dev_split(0.1, 100, seed=0)[1]) == 20
+    train, dev = task.dev_split(0.1, 100, seed=0, min_n=50)
+    assert len(dev) == 50 and sorted(train + dev) == list(range(200))
+    share = Counter(task.train[i].target for i in dev)
+    assert all(abs(share[k] / 50 - 1 / len(task.labels)) <= 0.05 + 1e-9 for k in task.labels)  # still stratified
+    assert len(task.dev_split(0.1, 40, seed=0, min_n=50)[1]) == 40  # dev_max still caps
+    small = dataclasses.replace(task, train=task.train[:60])
+    assert len(small.dev_split(0.1, 100, seed=0, min_n=50)[1]) == 15  # a quarter of 60, not 50 (10% is 6)
+
+
+def test_a_strategy_holds_out_the_dev_floor(tiny_model, tokenizer):
+    task = load_task("builtin:topic", max_train=120)
+    config = ContinualConfig(LoraConfig(r=4), TrainConfig(**{**PLATEAU, "dev_min": 30}))
+    runner = make_strategy("seq", tiny_model(), tokenizer, config)
+    train_idx, dev_idx = runner.split(task)
+    assert len(dev_idx) == 30 and len(train_idx) == 90  # 10% would be 12
