@@ -6,6 +6,7 @@ dev checks are the same up to the stop); a step that differs marks its cell for 
 A curve the old rule cut short cannot be replayed past its end ("needs more checks").
 
     python benchmarks/replay_plateau.py benchmarks/results/cl_regime/run_export.json
+    python benchmarks/replay_plateau.py benchmarks/results/cl_regime_v3/run_export.json --set patience=4
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ def replay(curve: list[list[float]], config: TrainConfig) -> tuple[str, int, int
     return ("max_steps", last, stop.best_step) if last >= config.max_steps else None
 
 
-def changed_cells(document: dict[str, Any]) -> dict[str, list[str]]:
-    train = TrainConfig(**{k: v for k, v in document["config"]["train"].items() if k in TrainConfig.__dataclass_fields__})
+def changed_cells(document: dict[str, Any], changes: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    """cell -> what differs, under today's rule with the run's settings (and `changes` to them)."""
+    settings = {k: v for k, v in document["config"]["train"].items() if k in TrainConfig.__dataclass_fields__}
+    train = TrainConfig(**{**settings, **(changes or {})})
     found: dict[str, list[str]] = {}
     for entry in document["results"]["strategies"].values():
         for key, cell in (entry.get("cells") or {}).items():
@@ -49,10 +52,13 @@ def changed_cells(document: dict[str, Any]) -> dict[str, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", help="a run exported with `adapter-hub bench export`")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="replay under a changed [train] setting (e.g. patience=4); repeatable")
     args = parser.parse_args()
+    changes = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     with open(args.export) as f:
         document = json.load(f)
-    changed = changed_cells(document)
+    changed = changed_cells(document, changes)
     cells = sum(len(e.get("cells") or {}) for e in document["results"]["strategies"].values())
     print(f"{cells - len(changed)} of {cells} cells replay to the same stops under today's rule")
     for key, lines in changed.items():
