@@ -30,8 +30,8 @@ class TrainConfig:
     dev_fraction: float = 0.1  # 10% of the training examples: ~50 at 512, enough to see a plateau
     dev_max: int | None = 100  # at most this many dev examples: each check scores them all (~2 s on CPU)
     # at least this many dev examples (never over a quarter of the task's): on 25 (cb's 10%) one example
-    # is 0.04 and a check's chance swing ±0.1, so one lucky early check outlasted patience and stopped
-    # cb before it was learnt in 2 of 30 regime cells; on 50 the swing is ±0.07 (benchmarks/RESULTS.md)
+    # is 0.04 and a check swings ±0.1 by chance, so which step is kept is largely luck; on 50 it swings
+    # ±0.07 (replayed on recorded cb trajectories, the kept step's test accuracy rose by 0.03: RESULTS)
     dev_min: int = 50
     eval_every: int = 16  # steps between checks: 16 x batch 8 = 128 examples, a quarter epoch at 512
     patience: int = 3  # checks without progress before stopping: 48 steps, long enough to ride out noise

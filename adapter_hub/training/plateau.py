@@ -11,8 +11,8 @@ training at step 32 and registered that untrained adapter as the task's state (s
 regime run: cb at 0.27). The first trained check is the first best, and patience counts from there.
 
 What a check can tell depends on the dev split's size, which this class does not choose: TrainConfig's
-`dev_min` keeps the split at 50 examples where the task allows (on cb's 25 one lucky early check could
-outlast patience, and twice ended cb before it was learnt).
+`dev_min` keeps the split at 50 examples where the task allows (on cb's 25 a check swings ±0.1 by
+chance, so the kept step was largely luck).
 """
 
 from __future__ import annotations
