@@ -153,8 +153,7 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]
     """'key: old -> new' for every setting that differs (nested keys dotted; the run's name excluded).
     A setting the stored config does not have at all (added to adapter-hub after the run started)
     counts as unchanged when it is unset, empty or at its default now (the default is what the older
-    version did; for ADDED_SINCE, their value that does what older versions did): a newer version can
-    resume an older run. Settings that never change the stored
+    version did): a newer version can resume an older run. Settings that never change the stored
     numbers (NOT_RESULTS) and retired ones (RETIRED) never count."""
     def flat(d: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(d, dict):
@@ -165,18 +164,13 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]
     old, new = flat(json.loads(json.dumps(stored))), flat(json.loads(json.dumps(current)))
     defaults = flat({"lora": LoraConfig().to_dict(), "train": TrainConfig().to_dict(),
                      "eval": dataclasses.asdict(EvalConfig())})
-    added_and_empty = {k for k, v in new.items() if k not in old and
-                       (ADDED_SINCE[k] == v if k in ADDED_SINCE else v in (None, [], {}, "") or defaults.get(k) == v)}
+    added_and_empty = {k for k, v in new.items() if k not in old and (v in (None, [], {}, "") or defaults.get(k) == v)}
     return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k not in added_and_empty and k not in NOT_RESULTS | RETIRED]
 
 
 # Settings that change what a run shows or how fast it gets there, never the numbers it stores.
 NOT_RESULTS = {"train.progress", "eval.progress", "share_work"}
-# Settings added after runs were stored whose default is not what adapter-hub did before them, with
-# the value that is: a stored run without the key resumes only at that value, so a better default never
-# slips a different stopping rule into the second half of an older run.
-ADDED_SINCE = {"train.dev_min": 1}
 # Settings older runs stored that adapter-hub no longer has; they never changed a result (train.device
 # was never read), so a run that stored them resumes.
 RETIRED = {"train.device"}

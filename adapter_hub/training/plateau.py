@@ -10,9 +10,8 @@ a 25-example dev split (cb) two noisy checks that failed to beat the previous ta
 training at step 32 and registered that untrained adapter as the task's state (seq, seed 1 of the
 regime run: cb at 0.27). The first trained check is the first best, and patience counts from there.
 
-What a check can tell depends on the dev split's size, which this class does not choose: TrainConfig's
-`dev_min` keeps the split at 50 examples where the task allows (on cb's 25 a check swings ±0.1 by
-chance, so the kept step was largely luck).
+What a check can tell depends on the dev split's size, which this class does not choose (TrainConfig's
+dev_fraction, dev_min, dev_max).
 """
 
 from __future__ import annotations

@@ -123,8 +123,7 @@ def test_a_strategy_trains_on_the_rest_and_stops_on_the_dev_split_never_on_test(
                 memory += encoded(t, [ex])
         result = runner.learn(task, k, tasks[:k - 1])
         train_idx, dev_idx = runner.split(task)
-        # the dev floor (dev_min 50) capped at a quarter of 80; 10% would be 8
-        assert len(dev_idx) == 20 and sorted(train_idx + dev_idx) == list(range(80))
+        assert len(dev_idx) == 8 and sorted(train_idx + dev_idx) == list(range(80))  # 10% held out
         # what training received: each learnt task's examples outside its dev split (and replay's memory)
         expected = memory
         for t in (tasks[:k] if strategy == "mtl" else [task]):
