@@ -68,8 +68,7 @@ def record(args: argparse.Namespace) -> None:
     Strategy.dev_check = recording_check  # this process only: the recorded checks are the point of it
     n = len(task.train)
     train = TrainConfig(until="plateau", lr=args.lr, batch_size=8, max_length=args.max_length,
-                        eval_every=args.eval_every,
-                        patience=args.max_steps, min_delta=0.0, max_steps=args.max_steps, seed=args.seed,
+                        eval_every=args.eval_every, patience=args.max_steps, min_delta=0.0, max_steps=args.max_steps, seed=args.seed,
                         dev_fraction=min(0.5, (args.pool + 0.5) / n), dev_max=args.pool, progress=False)
     recorded_step = len(earlier) + 1
 
@@ -84,8 +83,7 @@ def record(args: argparse.Namespace) -> None:
     config = EarlierTasksStop(lora=LoraConfig(r=8, alpha=32), train=train)
     run_sequence(args.strategy, model, tokenizer, [*earlier, task], config)
     out = {"task": task.name, "after": args.after, "strategy": args.strategy, "seed": args.seed, "model": args.model,
-           "dtype": args.dtype,
-           "train_examples": n, "dev_pool": len(checks[0]["dev"]), "test_examples": len(checks[0]["test"]),
+           "dtype": args.dtype, "train_examples": n, "dev_pool": len(checks[0]["dev"]), "test_examples": len(checks[0]["test"]),
            "eval_every": args.eval_every, "max_steps": args.max_steps, "lr": args.lr, "checks": checks}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out))
@@ -102,16 +100,13 @@ RULES = {
 
 
 def replay_rule(checks: list[dict], dev_ids: list[int], train) -> int:
-    """The check index the rule restores, given which pool examples form the dev split."""
-    from adapter_hub.training.plateau import PlateauStop
+    """The check index the rule restores, given which pool examples form the dev split (a recorded
+    trajectory runs to max_steps, so replay_plateau.replay always reaches a verdict)."""
+    from replay_plateau import replay
 
-    every = train.eval_every
-    values = iter(sum(c["dev"][i] for i in dev_ids) / len(dev_ids) for c in checks)
-    stop = PlateauStop(train, [], lambda: next(values))
-    for index in range(len(checks)):
-        if stop.record(index * every):
-            break
-    return stop.best_step // every
+    curve = [[index * train.eval_every, sum(c["dev"][i] for i in dev_ids) / len(dev_ids)]
+             for index, c in enumerate(checks)]
+    return replay(curve, train)[2] // train.eval_every
 
 
 def rules(args: argparse.Namespace) -> None:

@@ -45,8 +45,9 @@ def test_replay_under_a_changed_setting_flags_the_cells_it_would_change():
     assert replay.changed_cells(document, {"patience": 3}) == {"seq/s0": ["a: stored ('plateau', 48, 16), needs more checks"]}
 
 
-def test_a_trajectory_replay_restores_the_check_plateau_training_would():
+def test_a_trajectory_replay_restores_the_check_plateau_training_would(monkeypatch):
     trajectories = _script("plateau_trajectories")
+    monkeypatch.setitem(sys.modules, "replay_plateau", _script("replay_plateau"))  # as the script's folder gives it
     from adapter_hub.training import TrainConfig
 
     # 4 dev examples; accuracies by check 0.25 (before training), 0.5, 1.0, 0.75, 0.75, 0.75, 1.0
